@@ -1,0 +1,43 @@
+# Mesh-AI: `make demo` runs the whole pipeline on the embedded default; `make test` runs every test.
+# Both start from nothing: they create .venv, install the project and generate the gRPC code.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.meshai-installed
+# llama-cpp-python builds from source; portable flags so a cached wheel runs on any x86-64 machine.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+export MESHAI_CACHE_DIR ?= $(CURDIR)/.cache
+
+.PHONY: install proto demo test test-fast lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+
+$(STAMP): pyproject.toml $(wildcard protos/meshai/v1/*.proto) | $(BIN)/python
+	$(BIN)/pip install -e ".[all]"
+	$(BIN)/python protos/generate.py
+	$(BIN)/python -m meshai_quantizer.converter --cache-dir $(MESHAI_CACHE_DIR)
+	touch $@
+
+install: $(STAMP)
+
+proto: | $(BIN)/python
+	$(BIN)/python protos/generate.py
+
+demo: install
+	$(BIN)/meshai demo
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) .meshai .pytest_cache .ruff_cache protos/meshai/v1/*_pb2*.py protos/meshai/v1/*_pb2*.pyi

@@ -1,0 +1,63 @@
+"""What a long-running stage reports while it works, and how it learns it was cancelled.
+
+Stage code (data prep, training, quantization, evaluation) takes a `JobContext`; the gRPC job runtime
+provides one that streams events to watchers and persists state, the CLI and tests provide `LocalContext`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from meshai_common.errors import Cancelled
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    loss: float | None = None
+    tokens_per_s: float | None = None
+    eta_s: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class JobContext(Protocol):
+    workdir: Path
+
+    def report(self, progress: Progress) -> None: ...
+
+    def check_cancelled(self) -> None:
+        """Raise `Cancelled` if the job was asked to stop; call it between units of work."""
+        ...
+
+
+class LocalContext:
+    """A context for running a stage in-process (CLI, tests): logs progress, cancels on `cancel()`."""
+
+    def __init__(self, workdir: Path, log: logging.Logger | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.events: list[Progress] = []
+        self._cancel = threading.Event()
+        self._log = log or logging.getLogger("meshai.job")
+        self._last_log = 0.0
+
+    def report(self, progress: Progress) -> None:
+        self.events.append(progress)
+        now = time.monotonic()
+        if now - self._last_log > 2 or (progress.total and progress.step >= progress.total):
+            self._last_log = now
+            self._log.info("progress %d/%d %s", progress.step, progress.total, progress.message)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("job cancelled")

@@ -1,0 +1,130 @@
+"""Ollama API request shapes (https://docs.ollama.com/api). Types are checked strictly: a string where a
+number belongs is a 400, not a silent conversion. Unknown fields are ignored, as Ollama does."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+def _integral(value: Any) -> Any:
+    # JSON clients may send 80.0 for 80; Ollama accepts that. Bools and fractional values stay errors.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Options(_Strict):
+    num_predict: Int | None = Field(None, ge=-2)
+    num_ctx: Int | None = Field(None, ge=1, le=1 << 20)
+    num_keep: Int | None = Field(None, ge=0)
+    num_batch: Int | None = Field(None, ge=1)
+    num_thread: Int | None = Field(None, ge=0)  # accepted; the deployment sets threads
+    num_gpu: Int | None = None
+    seed: Int | None = None
+    top_k: Int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(None, ge=0.0, le=1.0)
+    temperature: float | None = Field(None, ge=0.0, le=100.0)
+    repeat_penalty: float | None = Field(None, ge=0.0)
+    repeat_last_n: Int | None = Field(None, ge=-1)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    mirostat: Int | None = Field(None, ge=0, le=2)
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    stop: list[str] | str | None = None
+    # Radio budget for this request (gateway extension): max_chunks 0 turns it off.
+    chunk_bytes: Int | None = Field(None, ge=16, le=4096)
+    max_chunks: Int | None = Field(None, ge=0, le=64)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, v: list[str] | str | None) -> list[str] | None:
+        if v is None:
+            return None
+        stops = [v] if isinstance(v, str) else v
+        if len(stops) > 16:
+            raise ValueError("at most 16 stop sequences")
+        return [s for s in stops if s]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+Format = Literal["json", ""] | dict[str, Any] | None
+KeepAlive = str | float | int | None
+
+
+class GenerateRequest(_Strict):
+    model: str = ""
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[Int] | None = None  # accepted for compatibility, not used
+    stream: bool = True
+    raw: bool = False
+    format: Format = None
+    images: list[str] | None = None
+    keep_alive: KeepAlive = None
+    options: Options | None = None
+    think: bool | str | None = None
+
+
+class Message(_Strict):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    thinking: str | None = None
+
+
+class ChatRequest(_Strict):
+    model: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    stream: bool = True
+    format: Format = None
+    keep_alive: KeepAlive = None
+    options: Options | None = None
+    think: bool | str | None = None
+
+
+class ShowRequest(_Strict):
+    model: str | None = None
+    name: str | None = None  # older clients
+    verbose: bool | None = None
+
+    @property
+    def target(self) -> str | None:
+        return self.model or self.name
+
+
+class PullRequest(_Strict):
+    model: str | None = None
+    name: str | None = None
+    stream: bool = True
+    insecure: bool | None = None
+
+    @property
+    def target(self) -> str | None:
+        return self.model or self.name
+
+
+class DeleteRequest(_Strict):
+    model: str | None = None
+    name: str | None = None
+
+    @property
+    def target(self) -> str | None:
+        return self.model or self.name

