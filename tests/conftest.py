@@ -28,7 +28,7 @@ def s3_server(tmp_path_factory):
     ports = {name: free_port(True, taken) for name in ("s3", "master", "volume", "filer", "admin")}
     data = tmp_path_factory.mktemp("s3")
     access, secret = "test-access", uuid.uuid4().hex
-    log = open(data / "weed.log", "wb")
+    log = open(data / "weed.log", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
         [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={ports['s3']}",
          f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
@@ -104,7 +104,7 @@ class ServiceProcess:
         if name == "gateway":
             self.http_port = free_port()
             extra |= {"MESHAI_HTTP_LISTEN": f"127.0.0.1:{self.http_port}"}
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", f"meshai_{name}"], env=os.environ | env | extra,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 

@@ -8,7 +8,6 @@ file appears at its destination. Works against MinIO, SeaweedFS or AWS through t
 from __future__ import annotations
 
 import hashlib
-
 import json
 import logging
 import os

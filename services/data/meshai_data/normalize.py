@@ -12,7 +12,7 @@ _APOSTROPHES = str.maketrans({"\u2019": "", "\u2018": "", "'": "", "`": ""})
 _NON_WORD = re.compile(r"[^0-9a-z<>_]+")
 # Words that change nothing about what is asked: "hey, how do I see the nodes please?" == "how do i see nodes".
 _FILLER = frozenset({"a", "an", "the", "please", "pls", "plz", "hey", "hi", "hello", "yo", "ok", "okay", "so",
-                     "just", "thanks", "thx", "um", "uh", "quick", "q", "bot", "meshmaster"})
+                     "just", "thanks", "thx", "um", "uh", "quick", "q"})
 
 
 def normalize(text: str) -> str:

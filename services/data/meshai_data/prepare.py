@@ -17,7 +17,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from meshai_common.meshmaster import load_catalog, load_facts, unknown_slash_wor
 from meshai_common.progress import JobContext, Progress
 from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT
 from meshai_common.radio import utf8_len
-
 from meshai_data.normalize import near_dup_key
 from meshai_data.normalize import stable_hash as _h
 from meshai_data.readers import Mailboxes, extract_pairs, read_archives, read_mailboxes
@@ -91,9 +90,7 @@ def prepare(
     for typos, fills, _ in LEVELS[start:]:
         pool = generate(seed, mailbox_names=box_names, locked_boxes=locked, typos=typos, fills=fills)
         pool.sort(key=lambda e: SOURCE_ORDER.get(e.source, 9))  # stable: grounded copies win the dedupe
-        unique, dup_removed = dedupe([*archive_examples, *pool])
-        kept = [e for e in unique if near_dup_key(e.question) not in excluded]
-        decontaminated = len(unique) - len(kept)
+        kept, dup_removed, decontaminated = dedupe([*archive_examples, *pool], exclude=excluded)
         if len(kept) >= min_pairs:
             break
 
@@ -113,15 +110,16 @@ def prepare(
 
     step(5, "splitting and writing")
     splits = split(chosen, seed)
-    files = _write_outputs(out_dir, splits, sharegpt)
 
-    meta = _metadata(
-        seed=seed, min_pairs=min_pairs, capped=capped, unique_available=len(kept), splits=splits,
-        scrubber=scrubber, report=report, pairs=len(pairs), archive_kept=len(archive_examples), mail=mail,
-        dup_removed=dup_removed, decontaminated=decontaminated, excluded=len(excluded), files=files,
-        sharegpt=sharegpt, seconds=time.monotonic() - t0,
-    )
-    _atomic_write(out_dir / "metadata.json", (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
+    def metadata(files: dict[str, dict]) -> dict:
+        return _metadata(
+            seed=seed, min_pairs=min_pairs, capped=capped, unique_available=len(kept), splits=splits,
+            scrubber=scrubber, report=report, pairs=len(pairs), archive_kept=len(archive_examples), mail=mail,
+            dup_removed=dup_removed, decontaminated=decontaminated, excluded=len(excluded), files=files,
+            sharegpt=sharegpt, seconds=time.monotonic() - t0,
+        )
+
+    meta = _write_outputs(out_dir, splits, sharegpt, metadata)
     if ctx is not None:
         ctx.report(Progress(step=_STEPS, total=_STEPS, message=f"wrote {meta['total_pairs']} pairs",
                             metrics={k: float(meta[f"{k}_size"]) for k in SPLITS}))
@@ -241,18 +239,11 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_tmp(path, data)
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _write_outputs(out_dir: Path, splits: dict[str, list[Example]], sharegpt: bool) -> dict[str, dict]:
-    """All split files go to temp files first; only when every one is complete are they moved in place."""
+def _write_outputs(out_dir: Path, splits: dict[str, list[Example]], sharegpt: bool,
+                   metadata: Callable[[dict[str, dict]], dict]) -> dict:
+    """Write the splits and metadata.json as one unit: every file goes to a temp file first, and only when
+    all four are complete and synced are they moved in place. A failure leaves the previous outputs as
+    they were. Returns the metadata."""
     out_dir.mkdir(parents=True, exist_ok=True)
     temps: dict[Path, Path] = {}
     info: dict[str, dict] = {}
@@ -263,13 +254,16 @@ def _write_outputs(out_dir: Path, splits: dict[str, list[Example]], sharegpt: bo
             path = out_dir / f"{name}.jsonl"
             temps[path] = _write_tmp(path, data)
             info[path.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "lines": len(lines)}
-        for path, tmp in temps.items():
+        meta = metadata(info)
+        meta_path = out_dir / "metadata.json"
+        temps[meta_path] = _write_tmp(meta_path, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
+        for path, tmp in temps.items():  # metadata last: its presence vouches for the splits
             os.replace(tmp, path)
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
     _fsync_dir(out_dir)
-    return info
+    return meta
 
 
 def _metadata(*, seed, min_pairs, capped, unique_available, splits, scrubber, report, pairs, archive_kept, mail,

@@ -10,7 +10,7 @@ to train whole: a test item there would be a copy of a train item's phrasing).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from meshai_data.normalize import near_dup_key
 from meshai_data.normalize import stable_hash as _h
@@ -20,18 +20,24 @@ SPLITS = ("train", "val", "test")
 RATIOS = {"val": 0.1, "test": 0.1}
 
 
-def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
-    """Drop near-duplicate questions (first wins). Returns (kept, removed)."""
+def dedupe(examples: Iterable[Example], exclude: Collection[str] = ()) -> tuple[list[Example], int, int]:
+    """Drop near-duplicate questions (first wins), then questions whose key is in `exclude`.
+
+    Returns (kept, duplicates removed, excluded keys hit).
+    """
     seen: set[str] = set()
-    kept, removed = [], 0
+    kept, removed, excluded = [], 0, 0
     for ex in examples:
         key = near_dup_key(ex.question)
         if not key or key in seen:
             removed += 1
             continue
         seen.add(key)
+        if key in exclude:
+            excluded += 1
+            continue
         kept.append(ex)
-    return kept, removed
+    return kept, removed, excluded
 
 
 def split(examples: list[Example], seed: int) -> dict[str, list[Example]]:

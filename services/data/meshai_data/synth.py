@@ -20,7 +20,6 @@ from functools import lru_cache
 from meshai_common.meshmaster import load_catalog, load_facts, unknown_slash_words
 from meshai_common.prompts import MESHMASTER_SYSTEM_PROMPT, meshmaster_prompt
 from meshai_common.radio import budget_bytes, utf8_len
-
 from meshai_data.normalize import stable_hash
 
 ANSWER_BUDGET = budget_bytes()  # 320 bytes: two 160-byte radio chunks
@@ -60,15 +59,24 @@ class Intent:
 _h = stable_hash
 
 
-def check_answer(answer: str, where: str = "") -> str:
+@lru_cache(maxsize=65536)
+def _answer_problem(answer: str) -> str | None:
     if not answer.strip():
-        raise SynthError(f"empty answer {where}")
+        return "empty answer"
     size = utf8_len(answer)
     if size > ANSWER_BUDGET:
-        raise SynthError(f"answer over {ANSWER_BUDGET} bytes ({size}) {where}: {answer!r}")
+        return f"answer over {ANSWER_BUDGET} bytes ({size})"
     bad = unknown_slash_words(answer)
     if bad:
-        raise SynthError(f"answer uses unknown command(s) {', '.join(bad)} {where}: {answer!r}")
+        return f"answer uses unknown command(s) {', '.join(bad)}"
+    return None
+
+
+def check_answer(answer: str, where: str = "") -> str:
+    """The answer itself when it is within budget and names only real commands; else SynthError."""
+    problem = _answer_problem(answer)
+    if problem:
+        raise SynthError(f"{problem} {where}: {answer!r}")
     return answer
 
 
@@ -416,7 +424,7 @@ _ABBREV = {"you": "u", "your": "ur", "are": "r", "message": "msg", "messages": "
 _WORD = re.compile(r"[A-Za-z']+")
 
 
-def _typo(text: str, rng: random.Random, protect: set[str]) -> str:
+def _typo(text: str, rng: random.Random, protect: frozenset[str]) -> str:
     """One realistic slip: a swapped, dropped or doubled letter, or radio shorthand."""
     words = list(_WORD.finditer(text))
     options = [m for m in words if m.group(0).lower() not in protect and not m.group(0).isupper()
@@ -445,14 +453,15 @@ def _typo(text: str, rng: random.Random, protect: set[str]) -> str:
     return text[: m.start()] + new + text[m.end():]
 
 
-def _variants(text: str, seed: int, n: int, protect: set[str]) -> list[str]:
+@lru_cache(maxsize=65536)
+def _variants(text: str, seed: int, n: int, protect: frozenset[str]) -> tuple[str, ...]:
     out = [text]
     for k in range(n):
         rng = random.Random(_h(seed, "typo", text, k))
         v = _typo(text, rng, protect)
         if v not in out:
             out.append(v)
-    return out
+    return tuple(out)
 
 
 # -- generation -------------------------------------------------------------------------------------------
@@ -469,10 +478,9 @@ class _Sink:
             fills: int | None = None) -> None:
         for fill in _fills(template, pools, self.seed, f"{group}|{template}", fills or self.fills):
             answer = check_answer(answer_tpl.format(**fill), f"(intent {intent})")
-            keep = set(protect) | {str(v).lower() for v in fill.values()} | {
-                w.lower() for v in fill.values() for w in str(v).split()}
-            # Typos go into the template's own words only, never into slot values the answer repeats.
-            for k, q in enumerate(_variants(template, self.seed, self.typos, keep)):
+            # Typos go into the template's own words only (never "{slot}" or "/command"), so slot values
+            # the answer repeats stay exact.
+            for k, q in enumerate(_variants(template, self.seed, self.typos, frozenset(protect))):
                 question = q.format(**fill)
                 source = "mailboxes" if fill.get("box") in self.mail_boxes else "synthetic"
                 self.examples.append(Example(question, answer, intent, group, source, typo=k > 0))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from meshai_common.meshmaster import unknown_slash_words
 from meshai_common.radio import budget_bytes, utf8_len
-
 from meshai_data.normalize import near_dup_key
 
 ANSWER_BUDGET = budget_bytes()  # 2 chunks x 160 bytes

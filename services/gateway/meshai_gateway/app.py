@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from meshai_common.errors import MeshAIError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from meshai_common.errors import MeshAIError
 from meshai_gateway.engine import Engine, EngineFactory, ModelManager
 from meshai_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from meshai_gateway.model_source import ModelSource

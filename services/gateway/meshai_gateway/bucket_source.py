@@ -9,11 +9,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from meshai_common.modelfile import Modelfile, parse_modelfile
 from meshai_common.registry import check_model_name, current, pointer_key
 from meshai_common.store import ArtifactStore
-
 from meshai_gateway.model_source import ModelInfo, ModelSource, check_gguf
-from meshai_gateway.modelfile import Modelfile, parse_modelfile
 
 KEEP_VERSIONS = 2  # the model being served and the one before it (a swap may still be finishing)
 

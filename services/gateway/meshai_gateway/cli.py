@@ -6,13 +6,13 @@ The `meshai` CLI calls register(subparsers) and then `args.func(args)`, which re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
 
 from meshai_common.errors import MeshAIError
 from meshai_common.logs import setup_logging
-
 from meshai_gateway.model_source import LocalFileSource, ModelSource, check_gguf
 from meshai_gateway.settings import GatewaySettings
 
@@ -56,8 +56,9 @@ def serve(settings: GatewaySettings, source: ModelSource, host: str = "127.0.0.1
 
     app = create_app(settings, source)
     log.info("gateway for %s (%s) on http://%s:%d", source.name, source.describe(), host, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None, access_log=False,
-                timeout_graceful_shutdown=30)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn drains, then re-raises the Ctrl-C it caught
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None, access_log=False,
+                    timeout_graceful_shutdown=30)
 
 
 def run(args: argparse.Namespace) -> int:

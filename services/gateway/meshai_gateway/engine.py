@@ -27,11 +27,9 @@ from typing import Any
 from meshai_common.errors import InvalidInput, MeshAIError, Unavailable
 from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT  # the prompt the model was trained under
 from meshai_common.radio import BudgetStream, split_chunks
-
 from meshai_gateway.model_source import ModelInfo, ModelSource
 from meshai_gateway.prompting import ChatMessage, ChatTemplate, fallback_render, render_go_template
 from meshai_gateway.settings import GatewaySettings
-
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +250,7 @@ class Engine(Lifecycle):
         try:
             self._llama = Llama(
                 model_path=str(info.path), n_ctx=wanted_ctx, n_batch=min(settings.num_batch, wanted_ctx),
-                n_threads=settings.num_threads or os.cpu_count() or 1, verbose=False,
+                n_threads=settings.num_threads or os.cpu_count() or 1, use_mmap=settings.use_mmap, verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
             raise Unavailable(f"could not load model {info.name} from {info.path}: {exc}") from None
@@ -567,17 +565,19 @@ class ModelManager:
                     self._reason = f"no model: {exc}"
                 raise
             old = self._engine
-            if old is not None and old.info.sha256 == info.sha256 and old.info.path == info.path:
-                return old
+            if old is not None and old.info.sha256 == info.sha256:
+                return old  # same bytes: nothing to do, wherever the file now lives
             log.info("loading model %s (sha256 %s) from %s", info.name, info.sha256[:12], info.path)
             if old is None:
                 self._reason = f"loading model {info.name}"
             try:
                 engine = self.factory(info, self.settings)
-            except MeshAIError as exc:
+            except Exception as exc:
                 if old is None:
                     self._reason = f"model {info.name} failed to load: {exc}"
-                raise
+                if isinstance(exc, MeshAIError):
+                    raise
+                raise Unavailable(f"model {info.name} failed to load: {type(exc).__name__}: {exc}") from exc
             self._engine = engine  # the swap: new requests get the new engine from here on
             if old is not None:
                 self.swaps += 1

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from meshai_common.errors import InvalidInput, NotFound
+from meshai_common.modelfile import Modelfile, parse_modelfile
 from meshai_common.store import sha256_file
-
-from meshai_gateway.modelfile import Modelfile, parse_modelfile
 
 GGUF_MAGIC = b"GGUF"
 

@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 from meshai_common.errors import InvalidInput
 
 ROLES = ("system", "user", "assistant", "tool")

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from meshai_common.errors import InvalidInput, MeshAIError, NotFound
 from starlette.requests import Request
 
+from meshai_common.errors import InvalidInput, MeshAIError, NotFound
 from meshai_gateway.engine import (
     Engine,
     GenerationRequest,

@@ -26,6 +26,9 @@ class GatewaySettings:
     num_ctx: int = 2048
     num_threads: int = 0  # 0: all CPU cores
     num_batch: int = 512
+    # Read the GGUF into memory instead of mapping it: a file replaced in place under a mapping would
+    # corrupt the served model, and a hot swap must not depend on how the new file was written.
+    use_mmap: bool = False
     # Admission: generations run one at a time per model; this many more may wait, beyond that 503.
     max_concurrent: int = 1
     max_queue: int = 8

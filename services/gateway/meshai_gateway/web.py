@@ -8,12 +8,12 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from meshai_common.errors import InvalidInput, MeshAIError
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from meshai_common.errors import InvalidInput, MeshAIError
 from meshai_gateway.scheduler import Overloaded
 
 M = TypeVar("M", bound=BaseModel)

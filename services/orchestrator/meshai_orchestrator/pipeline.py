@@ -273,7 +273,7 @@ def format_summary(summary: dict[str, Any], gateway_url: str, model_name: str) -
             f"Promoted: {model_name} <- run {summary['run_id']} ({summary.get('pointer')})",
             "",
             "Point Mesh-Master at the gateway: in its config.json set",
-            f'  "ai_provider": "ollama",',
+            '  "ai_provider": "ollama",',
             f'  "ollama_url": "{gateway_url}/api/generate",',
             f'  "ollama_model": "{model_name}",',
         ]

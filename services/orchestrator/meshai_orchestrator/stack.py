@@ -6,6 +6,7 @@ State (ports, credentials, pids) lives in `<home>/stack.json`; logs in `<home>/l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -280,10 +281,8 @@ def _terminate(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
 
 def _kill(pid: int) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+
 from meshai_common.radio import fits_budget, split_chunks
 from meshai_gateway.app import create_app
 from meshai_gateway.model_source import LocalFileSource

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from meshai_common.errors import NotFound
+from meshai_common.modelfile import Modelfile  # noqa: F401  (re-exported for tests)
 from meshai_gateway.engine import Engine, Lifecycle, PreparedRequest, _Progress
 from meshai_gateway.model_source import ModelInfo, ModelSource
-from meshai_gateway.modelfile import Modelfile  # noqa: F401  (re-exported for tests)
 from meshai_gateway.settings import GatewaySettings
 
 

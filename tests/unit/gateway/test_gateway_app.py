@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from gateway_fakes import FakeSource, scripted, words
+
+from meshai_common.modelfile import Modelfile
 from meshai_common.radio import fits_budget, split_chunks, utf8_len
 from meshai_gateway.app import create_app
-from meshai_gateway.modelfile import Modelfile
 from meshai_gateway.settings import GatewaySettings
 
 SUFFIX = " (120s)"  # what Mesh-Master appends; the budget reserves room for it

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from gateway_fakes import FakeSource, ScriptedEngine, scripted
+
 from meshai_common.errors import InvalidInput, NotFound, Unavailable
+from meshai_common.modelfile import parse_modelfile
 from meshai_gateway.engine import GenerationRequest, GenerationResult, ModelManager, SamplingParams, TextDelta
 from meshai_gateway.model_source import LocalFileSource, check_gguf
-from meshai_gateway.modelfile import parse_modelfile
 from meshai_gateway.prompting import ChatMessage, ChatTemplate, render_go_template
 from meshai_gateway.scheduler import Overloaded, Scheduler
 from meshai_gateway.settings import GatewaySettings
@@ -207,3 +208,19 @@ def test_settings_validation() -> None:
     with pytest.raises(ConfigError, match="chunk_bytes"):
         GatewaySettings(chunk_bytes=2)
     assert GatewaySettings().with_overrides(max_chunks=0, num_ctx=None).max_chunks == 0
+
+
+def test_cli_registers_the_gateway_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from meshai_gateway.cli import register
+
+    parser = argparse.ArgumentParser(prog="meshai")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["gateway", "--model", str(tmp_path / "x.gguf")])
+    assert (args.name, args.host, args.port) == ("mesh-ai", "127.0.0.1", 11434)
+    assert args.func(args) == 2  # missing file: exit code 2 and a reason, no server
+    assert "does not exist" in capsys.readouterr().err
+    args = parser.parse_args(["gateway", "--model", str(tmp_path / "x.gguf"), "--max-chunks", "-3"])
+    assert args.func(args) == 2
+    assert "max_chunks" in capsys.readouterr().err

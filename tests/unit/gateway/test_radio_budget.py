@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from meshai_common.radio import (
     BREAK_WINDOW,
     ELLIPSIS,

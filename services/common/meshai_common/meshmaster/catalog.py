@@ -27,6 +27,7 @@ FACTS_FILE = HERE / "facts.yaml"
 # (a path). The tail takes letters, digits and "_" so "/m2" is one (unknown) word, not "/m".
 _SLASH_WORD = re.compile(r"(?<![\w/\\.:~<@#-])/([A-Za-z][A-Za-z0-9_]*)(?![\w/])")
 _NAME = re.compile(r"^/[a-z][a-z0-9_]*$")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,13 @@ def _fail(path: Path, where: str, msg: str) -> ConfigError:
     return ConfigError(f"{path}: {where}: {msg}")
 
 
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (C version when built)
+
+
 def _parse_catalog(path: Path) -> Catalog:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = _yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the command catalog: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("version"), int):
@@ -198,7 +203,7 @@ def load_facts(path: str | Path | None = None) -> Facts:
     """The Meshtastic facts (cached). Every slash word in an answer must be a real command."""
     p = Path(path) if path else FACTS_FILE
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        doc = _yaml(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: cannot read the facts file: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("version"), int) or not isinstance(doc.get("topics"), dict):

@@ -7,11 +7,11 @@ from contextlib import aclosing
 from datetime import datetime, timezone
 from typing import Any
 
-from meshai_common.errors import InvalidInput
-from meshai_common.radio import utf8_len
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from meshai_common.errors import InvalidInput
+from meshai_common.radio import utf8_len
 from meshai_gateway.engine import Engine, GenerationRequest, GenerationResult, TextDelta
 from meshai_gateway.ollama.protocol import (
     ChatRequest,

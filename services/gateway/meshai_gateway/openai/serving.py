@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from meshai_common.errors import InvalidInput, MeshAIError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from meshai_common.errors import InvalidInput, MeshAIError
 from meshai_gateway.engine import GenerationRequest, GenerationResult, TextDelta
 from meshai_gateway.ollama.serving import radio_fields
 from meshai_gateway.openai.protocol import ChatCompletionRequest

@@ -1,6 +1,6 @@
 """Read an Ollama Modelfile: the SYSTEM prompt, TEMPLATE and PARAMETER defaults that travel with a model.
 
-Only what the gateway uses is interpreted; other instructions (FROM, LICENSE, ADAPTER, MESSAGE) are kept
+The quantizer writes one next to every GGUF; the gateway reads it. Only what the gateway uses is interpreted; other instructions (FROM, LICENSE, ADAPTER, MESSAGE) are kept
 for display by /api/show.
 """
 
@@ -112,3 +112,16 @@ def render_modelfile(mf: Modelfile, from_: str) -> str:
         for v in value if isinstance(value, list) else [value]:
             out.append(f'PARAMETER {key} "{v}"' if isinstance(v, str) else f"PARAMETER {key} {v}")
     return "\n".join(out) + "\n"
+
+
+def default_modelfile(from_: str, system: str | None = None) -> str:
+    """The Modelfile shipped next to a quantized model: `ollama create NAME -f Modelfile` works with it, and the
+    gateway takes its SYSTEM and PARAMETER defaults. The chat template is the one inside the GGUF."""
+    from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT
+
+    mf = Modelfile(
+        system=system or DEFAULT_SYSTEM_PROMPT,
+        parameters={"num_ctx": 1024, "num_predict": 80, "temperature": 0.7, "top_p": 0.9, "top_k": 40,
+                    "repeat_penalty": 1.1},
+    )
+    return render_modelfile(mf, from_)

@@ -1,0 +1,95 @@
+"""The trainer's gRPC face: fetch the splits, run the recipe, publish adapter + merged model + cached base."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+
+import grpc
+import yaml
+
+from meshai.v1 import jobs_pb2, trainer_pb2, trainer_pb2_grpc
+from meshai_common.errors import InvalidInput
+from meshai_common.jobs import JobRuntime, JobServicerMixin, RunContext
+from meshai_common.manifest import write_manifest
+from meshai_common.refs import check_refs, fetch
+from meshai_common.store import ArtifactStore
+from meshai_trainer.config import load_config
+
+STAGE = "train"
+CACHE_COMPLETE = "_complete.json"  # written last: the cached base folder is whole
+
+
+def base_cache_prefix(key: str) -> str:
+    return f"cache/base/{key}"
+
+
+def _config(req: trainer_pb2.TrainRequest):
+    if req.config_yaml:
+        return load_config(text=req.config_yaml, overrides=dict(req.overrides))
+    return load_config(req.config_name or "cpu-smollm2", overrides=dict(req.overrides))
+
+
+def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.TrainResult, str]:
+    from meshai_trainer.model import base_key
+    from meshai_trainer.recipe import train
+
+    t0 = time.monotonic()
+    cfg = _config(req)
+    train_path, val_path = fetch(ctx, [req.train, req.val], "data")
+    key = base_key(cfg.base_model)
+    base_prefix = base_cache_prefix(key)
+    cached = ctx.store.exists(f"{base_prefix}/{CACHE_COMPLETE}")
+    base_dir = None if cached else ctx.workdir / "base"
+    out = ctx.workdir / "out"
+    metrics = train(cfg, train_path, val_path, out, ctx, base_out=base_dir)
+    ctx.check_cancelled()
+    t_upload = time.monotonic()
+    merged = ctx.store.put_dir(out / "merged", f"{ctx.prefix}/merged")
+    adapter = ctx.store.put_dir(out / "adapter", f"{ctx.prefix}/adapter")
+    if base_dir is not None:
+        base = ctx.store.put_dir(base_dir, base_prefix)
+        ctx.store.put_json({"files": [o.as_dict() for o in base], "base_model": cfg.base_model},
+                           f"{base_prefix}/{CACHE_COMPLETE}")
+    metrics["upload_seconds"] = time.monotonic() - t_upload
+    manifest = write_manifest(
+        ctx.store, ctx.run_id, STAGE,
+        inputs=[ctx.store.stat(req.train.key), ctx.store.stat(req.val.key)],
+        outputs=[*merged, *adapter],
+        config=cfg.model_dump(mode="json"),
+        timings={"total": time.monotonic() - t0, "train": metrics["train_seconds"]},
+        metrics=metrics,
+        parents={"data": f"runs/{ctx.run_id}/data/manifest.json"},
+    )
+    result = jobs_pb2.TrainResult(merged_prefix=f"{ctx.prefix}/merged", adapter_prefix=f"{ctx.prefix}/adapter",
+                                  base_prefix=base_prefix, base_key=key)
+    for k, v in metrics.items():
+        if isinstance(v, int | float):
+            result.metrics[k] = float(v)
+    return result, manifest.key
+
+
+class TrainerServicer(JobServicerMixin, trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
+
+    def Submit(self, request: trainer_pb2.TrainRequest, context: grpc.ServicerContext) -> jobs_pb2.JobRef:  # noqa: N802
+        if not request.train.key or not request.val.key:
+            raise InvalidInput("TrainRequest needs both train and val dataset objects")
+        try:
+            _config(request)  # a bad config fails the call, not the job minutes later
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"config_yaml: {exc}") from None
+        check_refs(self.runtime.store, [request.train, request.val], "TrainRequest.train/val")
+        return self.runtime.submit(request.run_id, partial(run_train, request))
+
+
+def build(store: ArtifactStore, workdir: str):
+    runtime = JobRuntime(STAGE, store, Path(workdir), workers=1)  # one training at a time per trainer
+
+    def register(server: grpc.Server) -> list[str]:
+        trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(runtime), server)
+        return [trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name]
+
+    return register, runtime.shutdown
