@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "services" / "data" / "samples"
+FIXTURES = ROOT / "services" / "data" / "meshai_data" / "samples"
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ Re-running with the same --run-id skips stages that already succeeded, so a cras
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -37,7 +38,8 @@ from meshai_common.registry import promote
 from meshai_common.store import ArtifactStore, StoredObject
 
 State = jobs_pb2.JobState
-SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
+# Sample archives in the bot's real formats, shipped inside meshai_data (found without importing it).
+SAMPLES = Path(importlib.util.find_spec("meshai_data").origin).parent / "samples"
 
 
 class PipelineError(MeshAIError):
