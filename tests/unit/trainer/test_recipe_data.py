@@ -28,7 +28,7 @@ def tok():
 def test_prompt_tokens_are_masked_and_only_the_answer_is_learned(tok):
     ex = encode(tok, MESSAGES, max_len=512)
     assert len(ex.ids) == len(ex.labels)
-    learned = [t for t, lab in zip(ex.ids, ex.labels) if lab != IGNORE]
+    learned = [t for t, lab in zip(ex.ids, ex.labels, strict=True) if lab != IGNORE]
     text = tok.decode(learned)
     assert text.startswith("Send /nodes to list nodes") and "<|im_end|>" in text
     assert "how do I list nodes" not in text and "Mesh-AI on a LoRa mesh" not in text
