@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "services" / "data" / "meshai_data" / "samples"
+from meshai_testing import FIXTURES, ROOT, ServiceProcess  # noqa: F401  (shared helpers)
 
 
 @pytest.fixture(scope="session")
@@ -88,53 +87,6 @@ def s3_env(s3_settings, store):
         "MESHAI_S3_SECRET_KEY": s3_settings.secret_key,
         "MESHAI_S3_BUCKET": s3_settings.bucket,
     }
-
-
-class ServiceProcess:
-    """A service started as its own process (`python -m meshai_<name>`) on a free loopback port."""
-
-    def __init__(self, name: str, env: dict[str, str], workdir: Path) -> None:
-        from meshai_orchestrator.stack import free_port
-
-        self.name = name
-        self.port = free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{name}.log"
-        extra = {"MESHAI_LISTEN": self.addr, "MESHAI_WORKDIR": str(workdir / "work"), "PYTHONUNBUFFERED": "1"}
-        if name == "gateway":
-            self.http_port = free_port()
-            extra |= {"MESHAI_HTTP_LISTEN": f"127.0.0.1:{self.http_port}"}
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", f"meshai_{name}"], env=os.environ | env | extra,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_health(self, want: str = "SERVING", timeout: float = 60.0) -> str:
-        from meshai_common.healthcheck import is_serving
-
-        deadline = time.monotonic() + timeout
-        status = ""
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited {self.proc.returncode}: {self.log()[-3000:]}")
-            ok, status = is_serving(self.addr, timeout=2)
-            if status == want:
-                return status
-            time.sleep(0.3)
-        raise AssertionError(f"{self.name} health stayed {status!r}, wanted {want}: {self.log()[-3000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import signal
 import grpc
 import pytest
 
-from conftest import FIXTURES
 from meshai.v1 import data_pb2, data_pb2_grpc, jobs_pb2
 from meshai_common.refs import to_ref
+from meshai_testing import FIXTURES
 
 State = jobs_pb2.JobState
 

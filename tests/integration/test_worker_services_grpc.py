@@ -30,9 +30,9 @@ STAGE = {"trainer": "train", "quantizer": "quantize", "evaluator": "eval"}
 def worker(request, tmp_path_factory, s3_server):
     import uuid
 
-    from conftest import ServiceProcess
     from meshai_common.config import S3Settings
     from meshai_common.store import ArtifactStore
+    from meshai_testing import ServiceProcess
 
     bucket = f"t-{uuid.uuid4().hex[:12]}"
     store = ArtifactStore(S3Settings(bucket=bucket, **s3_server))

@@ -217,7 +217,10 @@ class Stack:
             self._check_alive("s3")
             try:
                 store.ensure_bucket()
-                store.ping()
+                # A write and a read, not just the bucket: after a restart SeaweedFS answers metadata calls
+                # before its volume server has registered, and reads then fail with 500s.
+                store.put_bytes(b"ok", "_probe/stack-ready")
+                store.get_bytes("_probe/stack-ready")
                 return
             except MeshAIError as exc:
                 if time.monotonic() > deadline:
