@@ -329,7 +329,8 @@ def _final_event(job: jobs_pb2.Job) -> jobs_pb2.JobEvent:
 class JobServicerMixin:
     """Watch/Get/Cancel for any worker servicer; the service adds its own Submit."""
 
-    runtime: JobRuntime
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
 
     def Watch(self, request: jobs_pb2.WatchRequest, context: Any) -> Iterator[jobs_pb2.JobEvent]:  # noqa: N802
         yield from self.runtime.watch(request.job_id, context.is_active)
@@ -339,3 +340,19 @@ class JobServicerMixin:
 
     def Cancel(self, request: jobs_pb2.CancelJobRequest, context: Any) -> jobs_pb2.Job:  # noqa: N802
         return self.runtime.cancel(request.job_id)
+
+
+def job_service(stage: str, servicer: Callable[[JobRuntime], Any], add_to_server: Callable[[Any, Any], None],
+                service_descriptor: Any, workers: int = 1) -> Callable[[ArtifactStore, str], Any]:
+    """The `build(store, workdir)` that grpc_server.run_service expects, for a worker service of one stage."""
+
+    def build(store: ArtifactStore, workdir: str):
+        runtime = JobRuntime(stage, store, Path(workdir), workers=workers)
+
+        def register(server: Any) -> list[str]:
+            add_to_server(servicer(runtime), server)
+            return [service_descriptor.full_name]
+
+        return register, runtime.shutdown
+
+    return build

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from pathlib import Path
 
 import grpc
 
 from meshai.v1 import data_pb2, data_pb2_grpc, jobs_pb2
 from meshai_common.errors import InvalidInput
-from meshai_common.jobs import JobRuntime, JobServicerMixin, RunContext
+from meshai_common.jobs import JobServicerMixin, RunContext, job_service
 from meshai_common.manifest import write_manifest
 from meshai_common.refs import check_refs, fetch, to_ref
-from meshai_common.store import ArtifactStore, StoredObject
+from meshai_common.store import StoredObject
 
 STAGE = "data"
 SPLITS = ("train", "val", "test")
@@ -51,8 +50,6 @@ def run_prepare(req: data_pb2.PrepareDataRequest, ctx: RunContext) -> tuple[jobs
 
 
 class DataServicer(JobServicerMixin, data_pb2_grpc.DataServiceServicer):
-    def __init__(self, runtime: JobRuntime) -> None:
-        self.runtime = runtime
 
     def Submit(self, request: data_pb2.PrepareDataRequest, context: grpc.ServicerContext) -> jobs_pb2.JobRef:  # noqa: N802
         if not request.archives:
@@ -67,11 +64,5 @@ class DataServicer(JobServicerMixin, data_pb2_grpc.DataServiceServicer):
         return self.runtime.submit(request.run_id, partial(run_prepare, request))
 
 
-def build(store: ArtifactStore, workdir: str):
-    runtime = JobRuntime(STAGE, store, Path(workdir), workers=2)
-
-    def register(server: grpc.Server) -> list[str]:
-        data_pb2_grpc.add_DataServiceServicer_to_server(DataServicer(runtime), server)
-        return [data_pb2.DESCRIPTOR.services_by_name["DataService"].full_name]
-
-    return register, runtime.shutdown
+build = job_service(STAGE, DataServicer, data_pb2_grpc.add_DataServiceServicer_to_server,
+                    data_pb2.DESCRIPTOR.services_by_name["DataService"], workers=2)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from pathlib import Path
 
 import grpc
 
 from meshai.v1 import evaluator_pb2, evaluator_pb2_grpc, jobs_pb2
 from meshai_common.errors import InvalidInput
-from meshai_common.jobs import JobRuntime, JobServicerMixin, RunContext
+from meshai_common.jobs import JobServicerMixin, RunContext, job_service
 from meshai_common.manifest import write_manifest
 from meshai_common.refs import check_refs, fetch, from_ref, to_ref
-from meshai_common.store import ArtifactStore
 from meshai_evaluator.runner import evaluate, write_results
 from meshai_evaluator.scoring import compare
 from meshai_evaluator.suite import load_suite
@@ -48,8 +46,6 @@ def run_eval(req: evaluator_pb2.EvalRequest, ctx: RunContext) -> tuple[jobs_pb2.
 
 
 class EvaluatorServicer(JobServicerMixin, evaluator_pb2_grpc.EvaluatorServiceServicer):
-    def __init__(self, runtime: JobRuntime) -> None:
-        self.runtime = runtime
 
     def Submit(self, request: evaluator_pb2.EvalRequest, context: grpc.ServicerContext) -> jobs_pb2.JobRef:  # noqa: N802
         if not request.candidate.key or not request.baseline.key:
@@ -61,11 +57,5 @@ class EvaluatorServicer(JobServicerMixin, evaluator_pb2_grpc.EvaluatorServiceSer
         return self.runtime.submit(request.run_id, partial(run_eval, request))
 
 
-def build(store: ArtifactStore, workdir: str):
-    runtime = JobRuntime(STAGE, store, Path(workdir), workers=1)
-
-    def register(server: grpc.Server) -> list[str]:
-        evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server(EvaluatorServicer(runtime), server)
-        return [evaluator_pb2.DESCRIPTOR.services_by_name["EvaluatorService"].full_name]
-
-    return register, runtime.shutdown
+build = job_service(STAGE, EvaluatorServicer, evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server,
+                    evaluator_pb2.DESCRIPTOR.services_by_name["EvaluatorService"], workers=1)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from pathlib import Path
 
 import grpc
 
 from meshai.v1 import jobs_pb2, quantizer_pb2, quantizer_pb2_grpc
-from meshai_common.jobs import JobRuntime, JobServicerMixin, RunContext
+from meshai_common.jobs import JobServicerMixin, RunContext, job_service
 from meshai_common.manifest import write_manifest
 from meshai_common.modelfile import default_modelfile
 from meshai_common.progress import Progress
 from meshai_common.refs import check_prefix, fetch_prefix, to_ref
 from meshai_common.registry import check_model_name
-from meshai_common.store import ArtifactStore
 from meshai_quantizer.quantize import check_qtype, hf_to_quantized
 
 STAGE = "quantize"
@@ -64,8 +62,6 @@ def run_quantize(req: quantizer_pb2.QuantizeRequest, ctx: RunContext) -> tuple[j
 
 
 class QuantizerServicer(JobServicerMixin, quantizer_pb2_grpc.QuantizerServiceServicer):
-    def __init__(self, runtime: JobRuntime) -> None:
-        self.runtime = runtime
 
     def Submit(self, request: quantizer_pb2.QuantizeRequest, context: grpc.ServicerContext) -> jobs_pb2.JobRef:  # noqa: N802
         check_qtype(request.qtype)
@@ -76,11 +72,5 @@ class QuantizerServicer(JobServicerMixin, quantizer_pb2_grpc.QuantizerServiceSer
         return self.runtime.submit(request.run_id, partial(run_quantize, request))
 
 
-def build(store: ArtifactStore, workdir: str):
-    runtime = JobRuntime(STAGE, store, Path(workdir), workers=1)
-
-    def register(server: grpc.Server) -> list[str]:
-        quantizer_pb2_grpc.add_QuantizerServiceServicer_to_server(QuantizerServicer(runtime), server)
-        return [quantizer_pb2.DESCRIPTOR.services_by_name["QuantizerService"].full_name]
-
-    return register, runtime.shutdown
+build = job_service(STAGE, QuantizerServicer, quantizer_pb2_grpc.add_QuantizerServiceServicer_to_server,
+                    quantizer_pb2.DESCRIPTOR.services_by_name["QuantizerService"], workers=1)

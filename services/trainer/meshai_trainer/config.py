@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from meshai_common.errors import InvalidInput, NotFound
+from meshai_trainer.dataset import dataset_problems
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 CONFLICTS = [("warmup_steps", "warmup_ratio"), ("eval_steps", "evals_per_epoch"), ("save_steps", "saves_per_epoch")]
@@ -168,7 +169,7 @@ def validate_config(path: str | Path, check_model: bool = True) -> list[str]:
     if cfg is None:
         return problems
     for i, ds in enumerate(cfg.datasets):
-        problems += [f"{source}: datasets.{i}.path: {p}" for p in _dataset_problems(Path(ds.path))]
+        problems += [f"{source}: datasets.{i}.path: {p}" for p in dataset_problems(Path(ds.path))]
     if check_model:
         try:
             from meshai_trainer.model import linear_module_names
@@ -181,27 +182,3 @@ def validate_config(path: str | Path, check_model: bool = True) -> list[str]:
         except (InvalidInput, NotFound) as exc:
             problems.append(f"{source}: base_model: {exc}")
     return problems
-
-
-def _dataset_problems(path: Path) -> list[str]:
-    import json
-
-    if not path.is_file():
-        return [f"{path} does not exist"]
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                out.append(f"{path}:{n}: not JSON ({exc.msg})")
-                continue
-            msgs = row.get("messages") if isinstance(row, dict) else None
-            if not isinstance(msgs, list) or not msgs or msgs[-1].get("role") != "assistant":
-                out.append(f"{path}:{n}: expected 'messages' ending with an assistant turn")
-            if len(out) >= 20:
-                out.append(f"{path}: more problems not shown")
-                break
-    return out

@@ -8,7 +8,6 @@ Speed on small CPU machines comes from three choices, all measured on SmolLM2-13
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -20,6 +19,7 @@ from typing import Any
 from meshai_common.errors import InvalidInput
 from meshai_common.progress import JobContext, Progress
 from meshai_trainer.config import TrainConfig
+from meshai_trainer.dataset import read_messages
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -29,25 +29,6 @@ IGNORE = -100
 class Example:
     ids: list[int]
     labels: list[int]
-
-
-def read_messages(path: Path) -> list[list[dict[str, str]]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{path}:{n}: not JSON ({exc.msg})") from None
-            msgs = row.get("messages") if isinstance(row, dict) else None
-            if not isinstance(msgs, list) or len(msgs) < 2 or msgs[-1].get("role") != "assistant":
-                raise InvalidInput(f"{path}:{n}: expected 'messages' ending with an assistant turn")
-            rows.append(msgs)
-    if not rows:
-        raise InvalidInput(f"{path}: no examples")
-    return rows
 
 
 def encode(tok: Any, messages: list[dict[str, str]], max_len: int) -> Example:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from pathlib import Path
 
 import grpc
 import yaml
 
 from meshai.v1 import jobs_pb2, trainer_pb2, trainer_pb2_grpc
 from meshai_common.errors import InvalidInput
-from meshai_common.jobs import JobRuntime, JobServicerMixin, RunContext
+from meshai_common.jobs import JobServicerMixin, RunContext, job_service
 from meshai_common.manifest import write_manifest
 from meshai_common.refs import check_refs, fetch
-from meshai_common.store import ArtifactStore
 from meshai_trainer.config import load_config
 
 STAGE = "train"
@@ -71,8 +69,6 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
 
 
 class TrainerServicer(JobServicerMixin, trainer_pb2_grpc.TrainerServiceServicer):
-    def __init__(self, runtime: JobRuntime) -> None:
-        self.runtime = runtime
 
     def Submit(self, request: trainer_pb2.TrainRequest, context: grpc.ServicerContext) -> jobs_pb2.JobRef:  # noqa: N802
         if not request.train.key or not request.val.key:
@@ -85,11 +81,5 @@ class TrainerServicer(JobServicerMixin, trainer_pb2_grpc.TrainerServiceServicer)
         return self.runtime.submit(request.run_id, partial(run_train, request))
 
 
-def build(store: ArtifactStore, workdir: str):
-    runtime = JobRuntime(STAGE, store, Path(workdir), workers=1)  # one training at a time per trainer
-
-    def register(server: grpc.Server) -> list[str]:
-        trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(runtime), server)
-        return [trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name]
-
-    return register, runtime.shutdown
+build = job_service(STAGE, TrainerServicer, trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
+                    trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"], workers=1)  # one training at a time per trainer
