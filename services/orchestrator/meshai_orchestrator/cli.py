@@ -153,11 +153,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 0 if summary["promoted"] else 3
         print(f"\nGateway serving on http://{stack.cfg.addr('http')} (Ollama API). Press Ctrl-C to stop.")
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            while not stop.wait(1.0):
-                pass
-        except KeyboardInterrupt:
+        # Both set explicitly: a shell starting the demo in the background leaves SIGINT ignored.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(1.0):
             pass
         return 0
     finally:
