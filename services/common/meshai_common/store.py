@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -217,8 +217,10 @@ class ArtifactStore:
         except NotFound:
             return False
 
-    def get_file(self, key: str, dest: Path, *, expected_sha256: str | None = None) -> StoredObject:
-        """Download to `dest`, verifying sha256 (the caller's, else the one recorded at upload)."""
+    def get_file(self, key: str, dest: Path, *, expected_sha256: str | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> StoredObject:
+        """Download to `dest`, verifying sha256 (the caller's, else the one recorded at upload).
+        `progress(done_bytes, total_bytes)` is called after each part received."""
         info = self.stat(key)
         want = expected_sha256 or info.sha256
         if not want:
@@ -234,6 +236,8 @@ class ArtifactStore:
                     got.update(chunk)
                     size += len(chunk)
                     fh.write(chunk)
+                    if progress is not None:
+                        progress(size, info.size)
             if got.hexdigest() != want:
                 raise IntegrityError(
                     f"checksum mismatch for s3://{self.bucket}/{key}: got sha256 {got.hexdigest()[:12]}…, "

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from meshai_common.errors import MeshAIError
+from meshai_gateway.auth import ApiKeyMiddleware
 from meshai_gateway.engine import Engine, EngineFactory, ModelManager
 from meshai_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from meshai_gateway.model_source import ModelSource
@@ -71,8 +72,11 @@ def create_app(settings: GatewaySettings, model_source: ModelSource, *,
         engine = manager.current
         if engine is None:
             return JSONResponse({"status": "not ready", "reason": manager.reason}, status_code=503)
-        return JSONResponse({"status": "ready", "model": engine.name, "sha256": engine.info.sha256,
-                             "run_id": engine.info.run_id, "loaded_at": engine.loaded_at})
+        body = {"status": "ready", "model": engine.name, "sha256": engine.info.sha256,
+                "run_id": engine.info.run_id, "loaded_at": engine.loaded_at}
+        if manager.refresh_error:  # serving, but the latest promotion was not taken: say why
+            body["refresh_error"] = manager.refresh_error
+        return JSONResponse(body)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -99,5 +103,7 @@ def create_app(settings: GatewaySettings, model_source: ModelSource, *,
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts refused requests too
     return app

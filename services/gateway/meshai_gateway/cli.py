@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 from meshai_common.errors import MeshAIError
 from meshai_common.logs import setup_logging
+from meshai_gateway.auth import warn_if_open
 from meshai_gateway.model_source import LocalFileSource, ModelSource, check_gguf
-from meshai_gateway.settings import GatewaySettings
+from meshai_gateway.settings import GatewaySettings, read_api_key
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="radio chunks a reply may take (default 2; 0 turns the budget off)")
     p.add_argument("--num-ctx", type=int, default=None, help="context size to load the model with (default 2048)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--instances", type=int, default=None, metavar="N",
+                   help="model instances generating at once, the threads split among them (default 1)")
     p.add_argument("--max-queue", type=int, default=None, help="requests that may wait for the model (default 8)")
+    p.add_argument("--api-key-file", type=Path, default=None, metavar="FILE",
+                   help="require `Authorization: Bearer <key>` on every route but /healthz and /readyz, the key "
+                        "read from FILE (default: the MESHAI_API_KEY variable, if set; else no key)")
     p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
                    help="re-check the model file this often and hot-swap it when it changes")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -55,7 +62,9 @@ def serve(settings: GatewaySettings, source: ModelSource, host: str = "127.0.0.1
     from meshai_gateway.app import create_app
 
     app = create_app(settings, source)
-    log.info("gateway for %s (%s) on http://%s:%d", source.name, source.describe(), host, port)
+    log.info("gateway for %s (%s) on http://%s:%d%s", source.name, source.describe(), host, port,
+             ", API key required" if settings.api_key else "")
+    warn_if_open(host, settings.api_key)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn drains, then re-raises the Ctrl-C it caught
         uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None, access_log=False,
                     timeout_graceful_shutdown=30)
@@ -67,9 +76,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2
     try:
+        api_key = (read_api_key(args.api_key_file) if args.api_key_file
+                   else os.environ.get("MESHAI_API_KEY", "").strip() or None)
         settings = GatewaySettings(model_name=args.name).with_overrides(
             aliases=tuple(args.alias) or None, chunk_bytes=args.chunk_bytes, max_chunks=args.max_chunks,
-            num_ctx=args.num_ctx, num_threads=args.threads, max_queue=args.max_queue,
+            num_ctx=args.num_ctx, num_threads=args.threads, num_instances=args.instances,
+            max_queue=args.max_queue, api_key=api_key,
         )
         check_gguf(args.model.expanduser())
         source = LocalFileSource(args.model, args.name, modelfile=args.modelfile, poll_interval_s=args.watch)
@@ -79,3 +91,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     serve(settings, source, args.host, args.port, args.log_level)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m meshai_gateway.cli --model PATH ...`: the same command without the rest of `meshai`."""
+    parser = argparse.ArgumentParser(prog="meshai")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from meshai_common.modelfile import Modelfile, parse_modelfile
 from meshai_common.store import sha256_file
 
 GGUF_MAGIC = b"GGUF"
+# Receives Ollama pull-status objects while a source fetches a model.
+Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,19 @@ class ModelSource(ABC):
     current() resolves the model that should be served now and returns it with a local path the engine can
     open; it may download and verify. It raises NotFound (nothing to serve), Unavailable (cannot tell now) or
     IntegrityError (bytes do not match their sha256). It is called from a worker thread, never the event loop.
+    `progress`, when given, receives Ollama pull-status objects ({"status", "digest", "total", "completed"})
+    while it works.
     """
 
     name: str
     # ModelManager re-asks current() this often (seconds); None: only at start and on refresh().
     poll_interval_s: float | None = None
+    # True where current() fetches from a model registry, so `POST /api/pull` means "fetch the promoted
+    # version now"; a local file has nothing to fetch.
+    fetches: bool = False
 
     @abstractmethod
-    def current(self) -> ModelInfo: ...
+    def current(self, progress: Progress | None = None) -> ModelInfo: ...
 
     def describe(self) -> str:
         return type(self).__name__
@@ -103,7 +111,7 @@ class LocalFileSource(ModelSource):
                 return candidate
         return None
 
-    def current(self) -> ModelInfo:
+    def current(self, progress: Progress | None = None) -> ModelInfo:
         check_gguf(self.path)
         st = self.path.stat()
         key = (st.st_ino, st.st_size, st.st_mtime_ns)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -29,9 +31,27 @@ from meshai_gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 
+# Ollama's model references: [host/][namespace/]model[:tag], letters, digits, '_', '.', '-'. Anything else
+# (path tricks, control characters, megabyte names) is refused before it is looked up or echoed back.
+MODEL_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*){0,2}(:[A-Za-z0-9_][A-Za-z0-9_.\-]*)?")
+MAX_MODEL_REF = 256
+
+
 def base_name(name: str) -> str:
     """Ollama model names are name[:tag]; the tag is informational here ("mesh-ai" == "mesh-ai:latest")."""
     return name.strip().lower().split(":", 1)[0]
+
+
+def check_model_ref(name: str | None) -> str:
+    """The requested model name, stripped; InvalidInput when missing or not a model name."""
+    if not name or not name.strip():
+        raise InvalidInput("model is required")
+    name = name.strip()
+    if len(name) > MAX_MODEL_REF or not MODEL_REF.fullmatch(name) or ".." in name:
+        shown = name[:40] + ("..." if len(name) > 40 else "")
+        raise InvalidInput(f"invalid model name {shown!r}: use [namespace/]name[:tag] with letters, digits, "
+                           "'_', '.' or '-'")
+    return name
 
 
 class ClientGone(Exception):
@@ -44,6 +64,9 @@ class _Failed:
 
 
 _END = object()
+# Streamed text reaches the client in batches at most this far apart (plus one token): the first piece goes
+# at once, so time to first token is unchanged, and 40 ms is below what a reader of a stream notices.
+FLUSH_S = 0.04
 
 
 class Generation:
@@ -68,24 +91,46 @@ class Generation:
     def model(self) -> str:
         return self.engine.name
 
-    async def events(self) -> AsyncIterator[TextDelta | GenerationResult]:
+    async def batches(self) -> AsyncIterator[list[TextDelta | GenerationResult]]:
+        """The generation's events in batches: the first text at once, then whatever arrived in the last
+        FLUSH_S, the result last. One event-loop wake-up and one write per batch, not per token: on a small
+        CPU every wake-up is time taken from llama.cpp's threads."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
+        queue: asyncio.Queue[list[object]] = asyncio.Queue()
+        pending: list[object] = []
+        lock = threading.Lock()
+        last_flush = 0.0
 
-        def put(item: object) -> None:
+        def flush() -> None:  # on the loop
+            with lock:
+                batch = pending[:]
+                pending.clear()
+            if batch:
+                queue.put_nowait(batch)
+
+        def put(item: object, urgent: bool) -> None:  # on the worker thread
+            nonlocal last_flush
+            with lock:
+                pending.append(item)
+                now = time.monotonic()
+                if not urgent and now - last_flush < FLUSH_S:
+                    return  # a later event (the result at the latest) flushes this one
+                last_flush = now
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                loop.call_soon_threadsafe(flush)
             except RuntimeError:  # the loop is gone (shutdown): nobody is listening
                 self.cancel.set()
 
         def work() -> None:
+            first = True
             try:
                 for event in self.engine.run(self.prep, self.cancel):
-                    put(event)
+                    put(event, first or isinstance(event, GenerationResult))
+                    first = False
             except BaseException as exc:  # handed to the event loop, which decides how to report it
-                put(_Failed(exc))
+                put(_Failed(exc), True)
             finally:
-                put(_END)
+                put(_END, True)
 
         self._future = loop.run_in_executor(self.executor, work)
         # The slot and the engine are freed when the worker really stops, not when the client leaves.
@@ -93,23 +138,38 @@ class Generation:
         first = True
         try:
             while True:
-                item = await queue.get()
-                if item is _END:
-                    self._finished = True
+                out: list[TextDelta | GenerationResult] = []
+                for item in await queue.get():
+                    if item is _END:
+                        self._finished = True
+                        break
+                    if isinstance(item, _Failed):
+                        self._finished = True
+                        if out:
+                            yield out
+                        raise item.exc
+                    assert isinstance(item, TextDelta | GenerationResult)
+                    if first:
+                        first = False
+                        self.metrics.ttft.observe((time.perf_counter_ns() - self.admitted_ns) / 1e9)
+                    if isinstance(item, GenerationResult):
+                        self.result = item
+                        self._record(item)
+                    out.append(item)
+                if out:
+                    yield out
+                if self._finished:
                     return
-                if isinstance(item, _Failed):
-                    self._finished = True
-                    raise item.exc
-                if first and isinstance(item, TextDelta | GenerationResult):
-                    first = False
-                    self.metrics.ttft.observe((time.perf_counter_ns() - self.admitted_ns) / 1e9)
-                if isinstance(item, GenerationResult):
-                    self.result = item
-                    self._record(item)
-                yield item  # type: ignore[misc]
         finally:
             if not self._finished:
                 self._abandon()
+
+    async def events(self) -> AsyncIterator[TextDelta | GenerationResult]:
+        """The events one by one (for consumers that do not write per batch)."""
+        async with aclosing(self.batches()) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
 
     def _abandon(self) -> None:
         """The client is gone before the end: stop the worker (it checks between tokens), count it once."""
@@ -161,14 +221,17 @@ class GenerationService:
         self.metrics = metrics
         self.served_name = served_name
         self.names = {base_name(served_name), *(base_name(a) for a in settings.aliases)}
-        self.scheduler = Scheduler(settings.max_concurrent, settings.max_queue, settings.queue_timeout_s,
+        slots = settings.generation_slots
+        self.scheduler = Scheduler(slots, settings.max_queue, settings.queue_timeout_s,
                                    on_change=metrics.queue_changed)
-        self.executor = ThreadPoolExecutor(max_workers=settings.max_concurrent + 1, thread_name_prefix="generate")
+        self.executor = ThreadPoolExecutor(max_workers=slots + 1, thread_name_prefix="generate")
+
+    def serves(self, name: str) -> bool:
+        return base_name(name) in self.names
 
     def check_model(self, name: str | None) -> None:
-        if not name or not name.strip():
-            raise InvalidInput("model is required")
-        if base_name(name) not in self.names:
+        name = check_model_ref(name)
+        if not self.serves(name):
             raise NotFound(f"model '{name}' not found")
 
     def engine(self, name: str | None) -> Engine:
@@ -180,21 +243,39 @@ class GenerationService:
         received = time.perf_counter_ns()
         self.check_model(model)
         engine = self.manager.acquire()
-        lease = Lease([engine.release])
         try:
-            prep = engine.prepare(req)
+            prep = engine.prepare(req)  # a bad request is refused before it waits in the queue
             try:
                 slot = await self.scheduler.admit()
             except Overloaded:
                 self.metrics.rejected.inc()
                 raise
-            lease.add(slot.release)
         except BaseException:
-            lease.release()
+            engine.release()
             raise
+        engine, prep = self._newest(engine, prep, req)
+        lease = Lease([engine.release, slot.release])  # released in reverse: the slot, then the engine
         if prep.truncated:
             log.warning("prompt truncated to fit the %d-token context", engine.n_ctx)
         return Generation(engine, prep, lease, self.executor, self.metrics, received)
+
+    def _newest(self, engine: Engine, prep: PreparedRequest, req: GenerationRequest) -> tuple[Engine, PreparedRequest]:
+        """A model swap while the request waited in the queue: run it on the new version, so the old one is
+        unloaded once the generations already running end, not once the whole queue has drained."""
+        current = self.manager.current
+        if current is None or current is engine:
+            return engine, prep
+        try:
+            newer = self.manager.acquire()
+        except MeshAIError:
+            return engine, prep
+        try:
+            newer_prep = newer.prepare(req)
+        except MeshAIError:  # the new version does not take this request: the old one still can
+            newer.release()
+            return engine, prep
+        engine.release()
+        return newer, newer_prep
 
     async def run_to_end(self, gen: Generation, request: Request) -> GenerationResult:
         """Run a non-streaming generation; stop it if the client disconnects meanwhile."""

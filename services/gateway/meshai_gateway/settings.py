@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from meshai_common.config import env
 from meshai_common.errors import ConfigError
@@ -11,6 +12,19 @@ from meshai_common.radio import CHUNK_BYTES, MAX_CHUNKS
 
 # Mesh-Master appends " (Ns)" to every AI reply before chunking it; 120 s is its request timeout.
 BOT_REPLY_SUFFIX = " (120s)"
+# A shorter key is guessable by brute force over the network.
+MIN_API_KEY_CHARS = 16
+
+
+def read_api_key(path: str | os.PathLike[str], source: str = "--api-key-file") -> str:
+    """The key in a file (a Kubernetes secret or a file readable only by the operator), stripped."""
+    try:
+        key = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read API key file {path}: {exc}") from None
+    if not key:
+        raise ConfigError(f"{source}: API key file {path} is empty")
+    return key
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,17 @@ class GatewaySettings:
     max_body_bytes: int = 1 << 20
     # How long a client may wait in the queue before it gets 503.
     queue_timeout_s: float = 120.0
+    # Prompt text a request may carry (prompt + system + messages, in characters): longer ones are a 400.
+    # Mesh-Master sends at most ~6k (its 4000-character context plus the system prompt and question).
+    max_prompt_chars: int = 32_768
+    # Most tokens one reply may generate, whatever num_predict asks (-1 or a huge value included): one
+    # client cannot hold the model for minutes. 0: limited by the context only.
+    max_predict: int = 1024
+    # Independent llama.cpp instances of the served model: that many generations at once, the CPU threads
+    # split among them (each instance holds its own copy of the weights).
+    num_instances: int = 1
+    # When set, every route but /healthz and /readyz needs `Authorization: Bearer <key>`.
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -50,8 +75,21 @@ class GatewaySettings:
             problems.append(f"max_queue={self.max_queue} (must be >= 0)")
         if self.max_body_bytes < 1024:
             problems.append(f"max_body_bytes={self.max_body_bytes} (must be >= 1024)")
+        if self.max_prompt_chars < 1:
+            problems.append(f"max_prompt_chars={self.max_prompt_chars} (must be >= 1)")
+        if self.max_predict < 0:
+            problems.append(f"max_predict={self.max_predict} (0 means no cap; must be >= 0)")
+        if self.num_instances < 1:
+            problems.append(f"num_instances={self.num_instances} (must be >= 1)")
+        if self.api_key is not None and len(self.api_key) < MIN_API_KEY_CHARS:
+            problems.append(f"the API key is {len(self.api_key)} characters (must be >= {MIN_API_KEY_CHARS})")
         if problems:
             raise ConfigError("invalid gateway settings: " + ", ".join(problems))
+
+    @property
+    def generation_slots(self) -> int:
+        """Generations that may run at once: one per model instance."""
+        return max(self.max_concurrent, self.num_instances)
 
     def with_overrides(self, **changes: object) -> GatewaySettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -59,14 +97,19 @@ class GatewaySettings:
     @classmethod
     def from_env(cls) -> GatewaySettings:
         """MESHAI_MODEL_NAME, MESHAI_MODEL_ALIASES (comma-separated), MESHAI_CHUNK_BYTES, MESHAI_MAX_CHUNKS,
-        MESHAI_NUM_CTX, MESHAI_NUM_THREADS, MESHAI_MAX_QUEUE, MESHAI_MAX_BODY_BYTES; unset ones keep defaults."""
+        MESHAI_NUM_CTX, MESHAI_NUM_THREADS, MESHAI_NUM_INSTANCES, MESHAI_MAX_QUEUE, MESHAI_MAX_BODY_BYTES,
+        MESHAI_MAX_PROMPT_CHARS, MESHAI_MAX_PREDICT, MESHAI_API_KEY or MESHAI_API_KEY_FILE; unset ones keep
+        defaults."""
         ints = {
             "chunk_bytes": "MESHAI_CHUNK_BYTES",
             "max_chunks": "MESHAI_MAX_CHUNKS",
             "num_ctx": "MESHAI_NUM_CTX",
             "num_threads": "MESHAI_NUM_THREADS",
+            "num_instances": "MESHAI_NUM_INSTANCES",
             "max_queue": "MESHAI_MAX_QUEUE",
             "max_body_bytes": "MESHAI_MAX_BODY_BYTES",
+            "max_prompt_chars": "MESHAI_MAX_PROMPT_CHARS",
+            "max_predict": "MESHAI_MAX_PREDICT",
         }
         changes: dict[str, object] = {"model_name": env("MESHAI_MODEL_NAME", cls.model_name)}
         for name, var in ints.items():
@@ -79,5 +122,13 @@ class GatewaySettings:
         aliases = os.environ.get("MESHAI_MODEL_ALIASES", "").strip()
         if aliases:
             changes["aliases"] = tuple(a.strip() for a in aliases.split(",") if a.strip())
+        key = os.environ.get("MESHAI_API_KEY", "").strip()
+        key_file = os.environ.get("MESHAI_API_KEY_FILE", "").strip()
+        if key and key_file:
+            raise ConfigError("set MESHAI_API_KEY or MESHAI_API_KEY_FILE, not both")
+        if key_file:
+            key = read_api_key(key_file, "MESHAI_API_KEY_FILE")
+        if key:
+            changes["api_key"] = key
         return cls(**changes)  # type: ignore[arg-type]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,9 @@ M = TypeVar("M", bound=BaseModel)
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
+# Real requests nest a few levels (a JSON schema in `format` perhaps a dozen); deeper is an attack on the
+# parser's recursion, refused before anything walks it.
+MAX_JSON_DEPTH = 64
 
 HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
@@ -93,15 +97,55 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         text = bytes(body).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    if _nesting(text) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("request contains an invalid \\u escape (a lone UTF-16 surrogate)") from None
+    except RecursionError:  # guarded by _nesting; kept so no input can make this a 500
+        raise InvalidInput(f"JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    _check_strings(data)
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"invalid JSON: {name} is not a JSON number")
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _nesting(text: str) -> int:
+    """Deepest bracket nesting outside strings, without recursion (the parser itself recurses)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the number of opening brackets
+    depth = deepest = 0
+    for ch in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _check_strings(data: Any) -> None:
+    """Every key and string must be sendable as UTF-8: a \\ud800 escape decodes to a lone surrogate."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput("request contains an invalid \\u escape (a lone UTF-16 surrogate)") from None
 
 
 def validate(model: type[M], data: Any) -> M:

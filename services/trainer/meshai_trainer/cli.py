@@ -1,10 +1,24 @@
-"""`meshai train validate CONFIG` and `meshai train run CONFIG ...`: the trainer's tools on local files."""
+"""`meshai train validate CONFIG` and `meshai train run CONFIG ...`: the trainer's tools on local files.
+
+Data-parallel on one machine (N GPUs, or N CPU processes with gloo):
+
+    torchrun --nproc-per-node N -m meshai_trainer.cli train run CONFIG --train train.jsonl --output-dir out/
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import shutil
+import signal
+import sys
 from pathlib import Path
+from typing import Any
+
+from meshai_common.errors import Cancelled, InvalidInput, MeshAIError
+from meshai_common.progress import LocalContext, Progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,33 +27,156 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("config", help="YAML file or shipped config name (e.g. cpu-smollm2)")
     v.add_argument("--no-model", action="store_true", help="skip the checks that need the base model")
     v.set_defaults(func=cmd_validate)
-    r = train.add_parser("run", help="train locally and write adapter/ and merged/")
+    r = train.add_parser("run", help="train locally and write adapter/, merged/ and checkpoints/")
     r.add_argument("config")
-    r.add_argument("--train", required=True, type=Path)
-    r.add_argument("--val", type=Path)
-    r.add_argument("--output-dir", required=True, type=Path)
+    r.add_argument("--train", type=Path, help="training JSONL (default: the config's datasets[0].path)")
+    r.add_argument("--val", type=Path, help="validation JSONL (default: val_set_size held out of --train)")
+    r.add_argument("--output-dir", type=Path, help="default: the config's output_dir")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--resume", default="auto",
+                   help="auto: continue from the newest checkpoint in OUTPUT_DIR/checkpoints if there is one; "
+                        "never: start over (old checkpoints are removed); or a checkpoint folder")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from meshai_trainer.config import validate_config
+    from meshai_trainer.config import check_config
 
-    problems = validate_config(args.config, check_model=not args.no_model)
-    for p in problems:
+    report = check_config(args.config, check_model=not args.no_model)
+    for p in report.problems:
         print(p)
-    if not problems:
+    if not report.problems:
+        for f in report.facts:
+            print(f"  {f}")
+    for n in report.notes:
+        print(f"note: {n}")
+    if not report.problems:
         print(f"{args.config}: valid")
-    return 1 if problems else 0
+    return 1 if report.problems else 0
+
+
+class BarContext(LocalContext):
+    """LocalContext plus a progress bar: step/total, loss, lr, tokens/s, memory, ETA."""
+
+    def __init__(self, workdir: Path, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        super().__init__(workdir)
+        self.bar = tqdm(total=0, desc="train", unit="step", disable=not enabled, dynamic_ncols=True,
+                        file=sys.stderr)
+
+    def report(self, progress: Progress) -> None:
+        super().report(progress)
+        if progress.total and self.bar.total != progress.total:
+            self.bar.total = progress.total
+        if progress.step:
+            self.bar.n = progress.step
+        m = progress.metrics
+        post: dict[str, Any] = {}
+        if progress.loss is not None:
+            post["loss"] = f"{progress.loss:.3f}"
+        if "lr" in m:
+            post["lr"] = f"{m['lr']:.2e}"
+        if progress.tokens_per_s:
+            post["tok/s"] = f"{progress.tokens_per_s:.0f}"
+        if "rss_mb" in m:
+            post["mem"] = f"{m['rss_mb']:.0f}MB"
+        if "cuda_max_mb" in m:
+            post["gpu"] = f"{m['cuda_max_mb']:.0f}MB"
+        if "val_loss" in m:
+            post["val"] = f"{m['val_loss']:.3f}"
+        if progress.message and not progress.message.startswith("epoch"):
+            post["msg"] = progress.message[:40]
+        elif progress.message:
+            post["ep"] = f"{m.get('epoch', 0):.2f}"
+        if post:
+            self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _resume_point(choice: str, ckpt_dir: Path, main: bool) -> Path | None:
+    from meshai_trainer import checkpoint
+
+    if choice == "auto":
+        return checkpoint.latest_local(ckpt_dir)
+    if choice == "never":
+        old = checkpoint.list_local(ckpt_dir)
+        if old and main:
+            print(f"--resume never: removing {len(old)} old checkpoint(s) in {ckpt_dir}", file=sys.stderr)
+            shutil.rmtree(ckpt_dir)
+        return None
+    path = Path(choice)
+    if not (path / checkpoint.STATE).is_file():
+        raise InvalidInput(f"--resume {choice}: not a checkpoint folder (no {checkpoint.STATE})")
+    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from meshai_common.progress import LocalContext
     from meshai_trainer.config import load_config
     from meshai_trainer.recipe import train
 
+    bad = [item for item in args.set if "=" not in item]
+    if bad:
+        raise InvalidInput(f"--set {bad[0]!r}: expected KEY=VALUE")
     overrides = dict(item.split("=", 1) for item in args.set)
     cfg = load_config(args.config, overrides)
-    metrics = train(cfg, args.train, args.val, args.output_dir, LocalContext(args.output_dir / ".work"))
-    print(json.dumps(metrics, indent=2))
+    train_path = args.train or (Path(cfg.datasets[0].path) if cfg.datasets else None)
+    if train_path is None:
+        raise InvalidInput("no training data: pass --train FILE or set datasets in the config")
+    out = args.output_dir or Path(cfg.output_dir)
+    ckpt_dir = out / "checkpoints"
+    rank = int(os.environ.get("RANK", "0"))
+    main = rank == 0
+    if cfg.base_model.startswith("s3://"):  # the bucket from MESHAI_S3_*; one copy per rank, no race
+        from meshai_common.store import ArtifactStore
+        from meshai_trainer.model import fetch_s3_base
+
+        local = out / f".base-{rank}"
+        if not (local / "config.json").is_file():
+            fetch_s3_base(cfg.base_model, ArtifactStore.from_env(), local)
+        cfg = cfg.model_copy(update={"base_model": str(local)})
+    resume = _resume_point(args.resume, ckpt_dir, main)
+    if resume is not None and main:
+        print(f"resuming from {resume}", file=sys.stderr)
+    ctx = BarContext(out / ".work", enabled=main and not args.no_progress)
+
+    # The first Ctrl-C stops after the current step and writes a checkpoint; a second one aborts at once.
+    def interrupt(_sig: int, _frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+        ctx.cancel()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        metrics = train(cfg, train_path, args.val, out, ctx, checkpoint_dir=ckpt_dir, resume_from=resume)
+    except Cancelled:
+        print(f"stopped; the same command resumes from {ckpt_dir}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        ctx.close()
+    if main:
+        print(json.dumps(metrics, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m meshai_trainer.cli train run ...`: the same tools without the orchestrator (torchrun's entry)."""
+    logging.basicConfig(level=os.environ.get("MESHAI_LOG_LEVEL", "WARNING").upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m meshai_trainer.cli")
+    register(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MeshAIError as exc:
+        print(f"meshai: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,11 +1,12 @@
 """Training configs: YAML with the Axolotl keys the guide's mesh-ai-1b.yaml uses, plus a few of our own.
 
-An Axolotl user's file loads as-is; an unknown key or a conflicting pair is an error naming the keys, and
-`validate_config` reports every problem at once.
+An Axolotl user's file loads as-is; an unknown key or a conflicting pair is an error naming the keys (and the
+line), and `check_config` reports every problem at once, with notes for what this machine cannot check.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,10 +14,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from meshai_common.errors import InvalidInput, NotFound
-from meshai_trainer.dataset import dataset_problems
+from meshai_trainer.dataset import dataset_problems, iter_messages
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 CONFLICTS = [("warmup_steps", "warmup_ratio"), ("eval_steps", "evals_per_epoch"), ("save_steps", "saves_per_epoch")]
+# Settings that only mean something on a CUDA GPU: noted (not refused) when validating on a machine without one.
+GPU_ONLY = {"bf16": "computes in fp32", "fp16": "computes in fp32", "tf32": "has no TF32",
+            "flash_attention": "uses PyTorch SDPA attention"}
 
 
 class DatasetSpec(BaseModel):
@@ -44,7 +48,8 @@ class TrainConfig(BaseModel):
     lora_layers: int | None = None
     # data and batching
     datasets: list[DatasetSpec] = []
-    chat_template: str | None = None
+    chat_template: Literal["tokenizer_default", "chatml", "llama3", "jinja"] | None = None
+    chat_template_jinja: str | None = None
     sequence_len: int = 512
     sample_packing: bool = False
     pad_to_sequence_len: bool | None = None
@@ -65,6 +70,7 @@ class TrainConfig(BaseModel):
     evals_per_epoch: int | None = None
     save_steps: int | None = None
     saves_per_epoch: int | None = None
+    save_total_limit: int | None = None
     # precision and kernels (GPU only; the CPU path always computes in fp32)
     bf16: bool | Literal["auto"] = False
     fp16: bool = False
@@ -85,33 +91,78 @@ class TrainConfig(BaseModel):
         for name in ("lora_r", "lora_alpha", "sequence_len", "micro_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0")
+        for name in ("max_steps", "eval_steps", "evals_per_epoch", "save_steps", "saves_per_epoch",
+                     "save_total_limit", "lora_layers"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0")
         if self.learning_rate <= 0:
             problems.append("learning_rate must be > 0")
         if not 0 <= self.lora_dropout < 1:
             problems.append("lora_dropout must be in [0, 1)")
+        if self.val_set_size < 0:
+            problems.append("val_set_size must be >= 0 (a fraction, or a count when >= 1)")
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
+            problems.append("warmup_ratio must be in [0, 1)")
         if self.num_epochs <= 0 and not self.max_steps:
             problems.append("num_epochs must be > 0 (or set max_steps)")
         if self.adapter == "qlora" and not self.load_in_4bit:
             problems.append("adapter: qlora needs load_in_4bit: true")
+        if self.load_in_4bit and self.adapter != "qlora":
+            problems.append("load_in_4bit: true needs adapter: qlora (plain LoRA trains the full-precision base)")
+        if self.load_in_8bit:
+            problems.append("load_in_8bit is not supported; use adapter: qlora with load_in_4bit: true")
+        if self.bf16 is True and self.fp16:
+            problems.append("bf16 and fp16 are both set; keep one")
+        if self.chat_template == "jinja" and not self.chat_template_jinja:
+            problems.append("chat_template: jinja needs chat_template_jinja (the template text)")
+        if self.chat_template_jinja and self.chat_template != "jinja":
+            problems.append("chat_template_jinja is set but chat_template is not jinja")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
 
-def _conflicts(raw: dict[str, Any]) -> list[str]:
-    return [f"{a} and {b} are both set; keep one" for a, b in CONFLICTS
-            if raw.get(a) is not None and raw.get(b) is not None]
+@dataclass
+class Report:
+    """What `meshai train validate` prints: problems (the config will not train) and notes (not checked here)."""
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
 
 
-def _problems(raw: dict[str, Any], source: str) -> tuple[TrainConfig | None, list[str]]:
-    problems = [f"{source}: {p}" for p in _conflicts(raw)]
+def _key_lines(text: str | None) -> dict[str, int]:
+    """Top-level key -> line number (1-based), for messages that point into the file."""
+    if not text:
+        return {}
     try:
-        cfg = TrainConfig(**raw)
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _problems(raw: dict[str, Any], source: str, text: str | None = None) -> tuple[TrainConfig | None, list[str]]:
+    lines = _key_lines(text)
+
+    def where(key: str) -> str:
+        return f"{source}:{lines[key]}" if key in lines else source
+
+    problems = [f"{where(a)}: {a} and {b} are both set; keep one" for a, b in CONFLICTS
+                if raw.get(a) is not None and raw.get(b) is not None]
+    # Unknown keys are reported and left out, so the values of the known ones are still checked.
+    problems += [f"{where(k)}: {k}: unknown key" for k in raw if k not in TrainConfig.model_fields]
+    try:
+        cfg = TrainConfig(**{k: v for k, v in raw.items() if k in TrainConfig.model_fields})
     except ValidationError as exc:
         for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "config"
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}: {loc}: {msg}")
+            if not err["loc"]:  # the cross-field checks: one message per problem, each starting with its key
+                problems += [f"{where(p.split()[0].rstrip(':'))}: {p}" for p in msg.split("; ")]
+            else:
+                loc = ".".join(str(x) for x in err["loc"])
+                problems.append(f"{where(str(err['loc'][0]))}: {loc}: {msg}")
         return None, problems
     return (None if problems else cfg), problems
 
@@ -150,35 +201,104 @@ def load_config(name_or_path: str = "cpu-smollm2", overrides: dict[str, str] | N
                 text: str | None = None) -> TrainConfig:
     """A validated config from YAML text, a file or a shipped name; raises InvalidInput listing every problem."""
     source = "config" if text is not None else str(resolve_path(name_or_path))
-    raw = parse_yaml(text if text is not None else Path(source).read_text(), source)
-    cfg, problems = _problems(apply_overrides(raw, overrides or {}), source)
+    body = text if text is not None else Path(source).read_text()
+    raw = parse_yaml(body, source)
+    cfg, problems = _problems(apply_overrides(raw, overrides or {}), source, body)
     if problems:
         raise InvalidInput("; ".join(problems))
     assert cfg is not None
     return cfg
 
 
-def validate_config(path: str | Path, check_model: bool = True) -> list[str]:
-    """Every problem with a config file, without training: keys, values, datasets, model, target modules."""
+def _count_examples(path: Path) -> int:
+    return sum(1 for _, msgs, _ in iter_messages(path) if msgs is not None)
+
+
+def check_config(path: str | Path, check_model: bool = True) -> Report:
+    """Every problem with a config file, without training: keys, values, datasets, sizes, model, target modules."""
+    report = Report()
     try:
         source = resolve_path(str(path))
-        raw = parse_yaml(source.read_text(), str(source))
+        text = source.read_text()
+        raw = parse_yaml(text, str(source))
     except (InvalidInput, NotFound) as exc:
-        return [str(exc)]
-    cfg, problems = _problems(raw, str(source))
+        report.problems.append(str(exc))
+        return report
+    cfg, report.problems = _problems(raw, str(source), text)
     if cfg is None:
-        return problems
+        return report
+    lines = _key_lines(text)
+    at = f"{source}:{lines['datasets']}" if "datasets" in lines else str(source)
+    total = 0
     for i, ds in enumerate(cfg.datasets):
-        problems += [f"{source}: datasets.{i}.path: {p}" for p in dataset_problems(Path(ds.path))]
+        found = dataset_problems(Path(ds.path))
+        report.problems += [f"{at}: datasets.{i}.path: {p}" for p in found]
+        if not found:
+            total += _count_examples(Path(ds.path))
+    if cfg.datasets and not report.problems:
+        report.facts.append(f"training examples: {total}")
+        per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps
+        held = int(cfg.val_set_size) if cfg.val_set_size >= 1 else round(total * cfg.val_set_size)
+        if held >= total:
+            report.problems.append(f"{source}: val_set_size: {cfg.val_set_size} holds out all {total} examples")
+        elif total - held < per_step:
+            report.problems.append(f"{source}: micro_batch_size x gradient_accumulation_steps = {per_step} is "
+                                   f"more than the {total - held} training examples")
     if check_model:
-        try:
-            from meshai_trainer.model import linear_module_names
+        _check_model(cfg, str(source), lines, report)
+    _check_hardware(cfg, report)
+    return report
 
-            names = linear_module_names(cfg.base_model)
-            missing = [m for m in cfg.lora_target_modules if m not in names]
-            if missing:
-                problems.append(f"{source}: lora_target_modules: {missing} not in the model "
-                                f"(it has {sorted(names)})")
-        except (InvalidInput, NotFound) as exc:
-            problems.append(f"{source}: base_model: {exc}")
-    return problems
+
+def _check_model(cfg: TrainConfig, source: str, lines: dict[str, int], report: Report) -> None:
+    from meshai_trainer.model import NotChecked, inspect_base
+
+    def at(key: str) -> str:
+        return f"{source}:{lines[key]}" if key in lines else source
+
+    try:
+        info = inspect_base(cfg.base_model)
+    except NotChecked as exc:
+        report.notes.append(f"{at('base_model')}: {exc}")
+        return
+    except (InvalidInput, NotFound) as exc:
+        msg = str(exc) if str(exc).startswith("base_model") else f"base_model: {exc}"
+        report.problems.append(f"{at('base_model')}: {msg}")
+        return
+    report.facts.append(f"model: {cfg.base_model} ({info.layers} layers)")
+    if not cfg.lora_target_linear:
+        missing = [m for m in cfg.lora_target_modules if m not in info.linear]
+        if missing:
+            report.problems.append(f"{at('lora_target_modules')}: lora_target_modules: {missing} not in the model "
+                                   f"(it has {sorted(info.linear)})")
+    if cfg.lora_layers and cfg.lora_layers > info.layers:
+        report.problems.append(f"{at('lora_layers')}: lora_layers: {cfg.lora_layers} but the model has "
+                               f"{info.layers} layers")
+    if info.max_positions and cfg.sequence_len > info.max_positions:
+        report.problems.append(f"{at('sequence_len')}: sequence_len: {cfg.sequence_len} is longer than the "
+                               f"model's context ({info.max_positions})")
+
+
+def _check_hardware(cfg: TrainConfig, report: Report) -> None:
+    import importlib.util
+
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if cuda:
+        return
+    for key, fallback in GPU_ONLY.items():
+        if getattr(cfg, key) is True:
+            report.notes.append(f"{key}: needs a CUDA GPU; without one (as here) training {fallback}")
+    if cfg.optimizer in ("adamw_bnb_8bit", "paged_adamw_8bit"):
+        report.notes.append(f"optimizer: {cfg.optimizer} needs a CUDA GPU; not usable on this machine")
+    if cfg.adapter == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        report.problems.append("adapter: qlora needs bitsandbytes (pip install -e '.[trainer]')")
+
+
+def validate_config(path: str | Path, check_model: bool = True) -> list[str]:
+    """Every problem with a config file (see check_config); empty when it will train."""
+    return check_config(path, check_model).problems

@@ -1,7 +1,12 @@
-"""The trainer's gRPC face: fetch the splits, run the recipe, publish adapter + merged model + cached base."""
+"""The trainer's gRPC face: fetch the splits, run the recipe, publish adapter + merged model + cached base.
+
+Checkpoints go to `runs/<run_id>/train/checkpoints/` as they are written (and when the job is cancelled or the
+service stops); they survive a failed or cancelled job, and a resubmitted job resumes from the newest one.
+"""
 
 from __future__ import annotations
 
+import shutil
 import time
 from functools import partial
 
@@ -12,7 +17,9 @@ from meshai.v1 import jobs_pb2, trainer_pb2, trainer_pb2_grpc
 from meshai_common.errors import InvalidInput
 from meshai_common.jobs import JobServicerMixin, RunContext, job_service
 from meshai_common.manifest import write_manifest
+from meshai_common.progress import Progress
 from meshai_common.refs import check_refs, fetch
+from meshai_trainer import checkpoint
 from meshai_trainer.config import load_config
 
 STAGE = "train"
@@ -23,6 +30,10 @@ def base_cache_prefix(key: str) -> str:
     return f"cache/base/{key}"
 
 
+def checkpoint_prefix(ctx: RunContext) -> str:
+    return f"{ctx.prefix}/checkpoints"
+
+
 def _config(req: trainer_pb2.TrainRequest):
     if req.config_yaml:
         return load_config(text=req.config_yaml, overrides=dict(req.overrides))
@@ -30,7 +41,7 @@ def _config(req: trainer_pb2.TrainRequest):
 
 
 def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.TrainResult, str]:
-    from meshai_trainer.model import base_key
+    from meshai_trainer.model import base_key, fetch_s3_base
     from meshai_trainer.recipe import train
 
     t0 = time.monotonic()
@@ -41,11 +52,27 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
     cached = ctx.store.exists(f"{base_prefix}/{CACHE_COMPLETE}")
     base_dir = None if cached else ctx.workdir / "base"
     out = ctx.workdir / "out"
-    metrics = train(cfg, train_path, val_path, out, ctx, base_out=base_dir)
+    # The bucket is the record of checkpoints: a killed process may have left newer, unpublished ones here.
+    ckpt_dir = ctx.workdir / "checkpoints"
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    ckpt_prefix = checkpoint_prefix(ctx)
+    resume = checkpoint.fetch_latest(ctx.store, ckpt_prefix, ckpt_dir)
+    if resume is not None:
+        ctx.report(Progress(message=f"resuming from {resume.name}"))
+    run_cfg = cfg
+    if cfg.base_model.startswith("s3://"):  # an HF folder in a bucket: downloaded (sha256-checked) per job
+        ctx.report(Progress(message=f"fetching {cfg.base_model}"))
+        local = fetch_s3_base(cfg.base_model, ctx.store, ctx.workdir / "base-model")
+        run_cfg = cfg.model_copy(update={"base_model": str(local)})
+    metrics = train(run_cfg, train_path, val_path, out, ctx, base_out=base_dir, checkpoint_dir=ckpt_dir,
+                    resume_from=resume,
+                    on_checkpoint=lambda path: checkpoint.sync(ctx.store, path, ckpt_prefix,
+                                                               cfg.save_total_limit))
     ctx.check_cancelled()
     t_upload = time.monotonic()
     merged = ctx.store.put_dir(out / "merged", f"{ctx.prefix}/merged")
     adapter = ctx.store.put_dir(out / "adapter", f"{ctx.prefix}/adapter")
+    train_log = ctx.store.put_file(out / "train_log.jsonl", f"{ctx.prefix}/train_log.jsonl")
     if base_dir is not None:
         base = ctx.store.put_dir(base_dir, base_prefix)
         ctx.store.put_json({"files": [o.as_dict() for o in base], "base_model": cfg.base_model},
@@ -54,7 +81,7 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
     manifest = write_manifest(
         ctx.store, ctx.run_id, STAGE,
         inputs=[ctx.store.stat(req.train.key), ctx.store.stat(req.val.key)],
-        outputs=[*merged, *adapter],
+        outputs=[*merged, *adapter, train_log],
         config=cfg.model_dump(mode="json"),
         timings={"total": time.monotonic() - t0, "train": metrics["train_seconds"]},
         metrics=metrics,

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -131,6 +132,62 @@ def test_bot_payload_streaming(base: str) -> None:
         reply, final = read_like_the_bot(r)
     assert final["done"] is True and final["response"] == ""
     assert_within_budget(reply, final["chunks"])
+
+
+OLLAMA_FINAL = {"model", "created_at", "response", "done", "done_reason", "total_duration", "load_duration",
+                "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"}
+RADIO = {"chunk_bytes", "max_chunks", "reserved_suffix", "enforced", "bytes", "chunk_count", "trimmed",
+         "stopped_by_budget", "removed"}
+
+
+def _stamp(value: object) -> datetime:
+    assert isinstance(value, str) and value.endswith("Z"), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def check_final_object(final: dict, reply: str) -> None:
+    """Every field of the last object: Ollama's own, then the gateway's radio fields."""
+    assert set(final) == OLLAMA_FINAL | {"chunks", "trimmed", "radio"}, set(final)
+    assert final["model"] == "mesh-ai" and final["done"] is True and final["done_reason"] in ("stop", "length")
+    for key in OLLAMA_FINAL - {"model", "created_at", "response", "done", "done_reason"}:
+        assert type(final[key]) is int and final[key] >= 0, key
+    assert 0 < final["eval_count"] <= 80 and final["prompt_eval_count"] > 20
+    assert final["total_duration"] >= final["load_duration"] + final["prompt_eval_duration"] + final["eval_duration"]
+    assert final["chunks"] == split_chunks(reply, 160) and all(isinstance(c, str) for c in final["chunks"])
+    assert final["trimmed"] is final["radio"]["trimmed"]
+    radio = final["radio"]
+    assert set(radio) == RADIO
+    assert (radio["chunk_bytes"], radio["max_chunks"], radio["reserved_suffix"], radio["enforced"]) == \
+        (160, 2, SUFFIX, True)
+    assert radio["bytes"] == len(reply.encode()) and radio["chunk_count"] == len(final["chunks"]) <= 2
+    assert isinstance(radio["stopped_by_budget"], bool) and isinstance(radio["removed"], str)
+    assert radio["removed"] == "" or radio["trimmed"]
+
+
+def test_bot_reads_every_field(base: str) -> None:
+    """Mesh-Master's exact request, both ways, every field of every object checked."""
+    started = datetime.now(timezone.utc)
+    with httpx.stream("POST", f"{base}/api/generate", json=bot_payload(True), timeout=120) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/x-ndjson"
+        objs = [json.loads(line) for line in r.iter_lines() if line.strip()]
+    assert len(objs) >= 2
+    stamps = [_stamp(o["created_at"]) for o in objs]
+    assert stamps == sorted(stamps) and stamps[0] >= started.replace(microsecond=0)
+    for o in objs[:-1]:
+        assert set(o) == {"model", "created_at", "response", "done"}, o
+        assert o["model"] == "mesh-ai" and o["done"] is False and isinstance(o["response"], str)
+    reply = "".join(o["response"] for o in objs)
+    assert objs[-1]["response"] == ""
+    check_final_object(objs[-1], reply)
+    assert_within_budget(reply, objs[-1]["chunks"])
+
+    r = httpx.post(f"{base}/api/generate", json=bot_payload(False), timeout=120)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    _stamp(body["created_at"])
+    check_final_object(body, body["response"])
+    assert_within_budget(body["response"], body["chunks"])
 
 
 def test_tags_show_describe_the_gguf(base: str, gguf: Path) -> None:

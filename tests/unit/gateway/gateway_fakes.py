@@ -24,7 +24,7 @@ class FakeSource(ModelSource):
         self.fail: str | None = None
         self.poll_interval_s = None
 
-    def current(self) -> ModelInfo:
+    def current(self, progress=None) -> ModelInfo:
         if self.fail:
             raise NotFound(self.fail)
         sha = hashlib.sha256(self.version.encode()).hexdigest()
@@ -40,7 +40,8 @@ class ScriptedEngine(Engine):
     instances: list[ScriptedEngine] = []
 
     def __init__(self, info: ModelInfo, settings: GatewaySettings) -> None:
-        Lifecycle.__init__(self)
+        # Placeholders stand for the llama.cpp instances a real Engine loads.
+        Lifecycle.__init__(self, [f"instance-{i}" for i in range(settings.num_instances)])
         self.info = info
         self.settings = settings
         self.load_ns = 1_000
@@ -51,6 +52,7 @@ class ScriptedEngine(Engine):
         self.chat_template = None
         self.bos_text = ""
         self._grammars = {}
+        self._grammar_lock = threading.Lock()
         self.prompts: list[str] = []
         self.unloaded = False
         self.started = threading.Event()
@@ -60,7 +62,7 @@ class ScriptedEngine(Engine):
         self.prompts.append(prompt)
         return list(range(len(prompt.split()) + 1))
 
-    def _pieces(self, prep: PreparedRequest, cancel: threading.Event, progress: _Progress):
+    def _pieces(self, llama: object, prep: PreparedRequest, cancel: threading.Event, progress: _Progress):
         self.started.set()
         for piece in self.script:
             if progress.first_ns is None:
@@ -76,6 +78,9 @@ class ScriptedEngine(Engine):
             if self.delay_s:
                 time.sleep(self.delay_s)
         progress.reason = "stop"
+
+    def _check_grammar(self, grammar: object) -> None:
+        pass  # no llama.cpp vocabulary here; the real check runs in the integration tests
 
     def _unload(self) -> None:
         self.unloaded = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,65 @@ def test_cli_registers_the_gateway_command(tmp_path: Path, capsys: pytest.Captur
     args = parser.parse_args(["gateway", "--model", str(tmp_path / "x.gguf"), "--max-chunks", "-3"])
     assert args.func(args) == 2
     assert "max_chunks" in capsys.readouterr().err
+
+
+def test_streamed_events_come_in_batches_first_piece_at_once(tmp_path: Path) -> None:
+    """Tokens reach the event loop in batches (one wake-up and one write per FLUSH_S), the first one alone."""
+    from meshai_gateway.metrics import GatewayMetrics
+    from meshai_gateway.scheduler import Lease
+    from meshai_gateway.service import FLUSH_S, Generation
+
+    engine = _engine(tmp_path, ["w "] * 40)
+    engine.delay_s = 0.005  # 200 tokens/s: several per batch
+    prep = engine.prepare(GenerationRequest(prompt="hi", options={"max_chunks": 0}))
+    executor = ThreadPoolExecutor(1)
+
+    async def collect() -> list[list[object]]:
+        gen = Generation(engine, prep, Lease([]), executor, GatewayMetrics(), 0)
+        return [batch async for batch in gen.batches()]
+
+    batches = asyncio.run(collect())
+    executor.shutdown()
+    assert len(batches[0]) == 1 and isinstance(batches[0][0], TextDelta)  # time to first token unchanged
+    assert isinstance(batches[-1][-1], GenerationResult)
+    events = [e for b in batches for e in b]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) + events[-1].tail == events[-1].text
+    assert len(batches) < len(events) / 2  # most wake-ups saved
+    assert FLUSH_S <= 0.05
+
+
+def test_a_request_queued_across_a_swap_runs_on_the_new_version(tmp_path: Path) -> None:
+    """The old version serves only what was already running: it is unloaded without waiting for the queue."""
+    from meshai_gateway.metrics import GatewayMetrics
+    from meshai_gateway.service import GenerationService
+
+    source = FakeSource(tmp_path / "m.gguf", version="v1")
+    settings = GatewaySettings(max_queue=4)
+    manager = ModelManager(source, settings, factory=scripted(["a "] * 30, delay_s=0.01))
+    manager.refresh()
+    service = GenerationService(manager, settings, GatewayMetrics(), "mesh-ai")
+
+    async def drain(gen) -> None:
+        async for _ in gen.events():
+            pass
+        gen.close()
+
+    async def scenario() -> None:
+        old = manager.current
+        running = await service.start("mesh-ai", GenerationRequest(prompt="hi", options={"max_chunks": 0}))
+        first = asyncio.ensure_future(drain(running))
+        queued = asyncio.ensure_future(service.start("mesh-ai", GenerationRequest(prompt="hi")))
+        await asyncio.sleep(0.05)
+        assert not queued.done() and service.scheduler.waiting == 1
+        source.version = "v2"
+        await asyncio.get_running_loop().run_in_executor(None, manager.refresh)
+        assert running.engine is old and not old.unloaded  # still generating
+        second = await queued
+        assert second.engine is manager.current and second.engine is not old
+        await first
+        await asyncio.sleep(0.05)  # the worker's done-callback frees the slot and the old version
+        assert old.unloaded
+        await drain(second)
+
+    asyncio.run(scenario())
+    service.shutdown()

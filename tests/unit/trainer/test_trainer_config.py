@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from meshai_common.errors import InvalidInput, NotFound
-from meshai_trainer.config import CONFIGS, load_config, validate_config
+from meshai_trainer.config import CONFIGS, check_config, load_config, validate_config
 
 GUIDE = """
 base_model: meta-llama/Llama-3.2-1B-Instruct
@@ -20,25 +20,135 @@ lora_rank: 8
 micro_batch_size: 0
 """
 
+# The keys of the guide's mesh-ai-1b.yaml (Axolotl): an Axolotl user's file must load with every one of them.
+AXOLOTL_KEYS = """
+base_model: embedded:smollm2
+adapter: lora
+load_in_4bit: false
+lora_r: 8
+lora_alpha: 16
+lora_dropout: 0.05
+lora_target_modules: [q_proj, v_proj]
+lora_target_linear: false
+sequence_len: 256
+sample_packing: true
+pad_to_sequence_len: true
+micro_batch_size: 2
+gradient_accumulation_steps: 4
+num_epochs: 1
+learning_rate: 0.0002
+lr_scheduler: cosine
+warmup_steps: 10
+optimizer: adamw_torch
+val_set_size: 0.05
+eval_steps: 50
+save_steps: 50
+save_total_limit: 2
+bf16: auto
+tf32: false
+flash_attention: false
+gradient_checkpointing: false
+chat_template: chatml
+datasets:
+  - path: data/train.jsonl
+    type: chat_template
+output_dir: ./outputs/x
+"""
 
-def test_every_problem_is_reported_at_once(tmp_path):
+
+def test_every_problem_is_reported_at_once_with_its_line(tmp_path):
     cfg = tmp_path / "guide.yaml"
     cfg.write_text(GUIDE)
     problems = validate_config(cfg, check_model=False)
-    text = "\n".join(problems)
-    assert "warmup_steps and warmup_ratio are both set" in text
-    assert "eval_steps and evals_per_epoch are both set" in text
-    assert "lora_rank: unknown key" in text
-    assert all(p.startswith(str(cfg)) for p in problems)
+    assert f"{cfg}:6: warmup_steps and warmup_ratio are both set; keep one" in problems
+    assert f"{cfg}:8: eval_steps and evals_per_epoch are both set; keep one" in problems
+    assert f"{cfg}:10: lora_rank: unknown key" in problems
+    # An unknown key does not hide the value problems of the known ones.
+    assert f"{cfg}:11: micro_batch_size must be > 0" in problems
+    assert len(problems) == 4
+
+
+def test_the_guides_axolotl_keys_all_load():
+    cfg = load_config(text=AXOLOTL_KEYS)
+    assert cfg.sample_packing and cfg.chat_template == "chatml" and cfg.datasets[0].path == "data/train.jsonl"
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    ({"load_in_4bit": "true"}, "load_in_4bit: true needs adapter: qlora"),
+    ({"adapter": "qlora"}, "adapter: qlora needs load_in_4bit: true"),
+    ({"load_in_8bit": "true"}, "load_in_8bit is not supported"),
+    ({"chat_template": "vicuna"}, "chat_template: Input should be"),
+    ({"chat_template": "jinja"}, "chat_template: jinja needs chat_template_jinja"),
+    ({"save_steps": "0"}, "save_steps must be > 0"),
+    ({"bf16": "true", "fp16": "true"}, "bf16 and fp16 are both set"),
+])
+def test_bad_values_name_their_key(change, fragment):
+    with pytest.raises(InvalidInput, match=fragment):
+        load_config(text=AXOLOTL_KEYS, overrides=change)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_are_valid(path: Path):
-    assert validate_config(path, check_model=False) == []
+    """Every shipped recipe, model included; an HF id this machine cannot reach is a note, never a pass by omission."""
+    report = check_config(path)
+    assert report.problems == []
+    base = load_config(str(path)).base_model
+    if base.startswith("embedded:"):
+        assert any(f.startswith("model: ") for f in report.facts)
+        assert not any("base_model" in n for n in report.notes)
+    else:
+        assert any(f.startswith("model: ") for f in report.facts) or \
+            any("base_model" in n and "not checked" in n for n in report.notes)
 
 
-def test_embedded_config_targets_modules_the_model_has():
-    assert validate_config("cpu-smollm2") == []
+def test_shipped_names_include_cpu_gpu_and_the_guides_recipe():
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} >= {"cpu-smollm2", "gpu-smollm2", "mesh-ai-1b"}
+    gpu = load_config("gpu-smollm2")
+    assert gpu.adapter == "qlora" and gpu.load_in_4bit and gpu.bf16 is True and gpu.sample_packing
+    cpu = load_config("cpu-smollm2")
+    assert cpu.adapter == "lora" and not cpu.sample_packing and cpu.max_train_seconds == 300
+
+
+def test_model_checks_name_what_is_missing(tmp_path, smollm2_dir):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base_model: {smollm2_dir}\nlora_target_modules: [q_proj, qkv]\nlora_layers: 31\n"
+                   "sequence_len: 100000\n")
+    problems = "\n".join(validate_config(cfg))
+    assert f"{cfg}:2: lora_target_modules: ['qkv'] not in the model" in problems
+    assert f"{cfg}:3: lora_layers: 31 but the model has 30 layers" in problems
+    assert f"{cfg}:4: sequence_len: 100000 is longer than the model's context" in problems
+    cfg.write_text("base_model: ./no/such/folder\n")
+    assert validate_config(cfg) == [f"{cfg}:1: base_model ./no/such/folder: no such folder"]
+
+
+def test_sizes_are_checked_against_the_data(tmp_path, chat_data):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"datasets:\n  - path: {chat_data[1]}\nmicro_batch_size: 4\ngradient_accumulation_steps: 2\n")
+    assert validate_config(cfg, check_model=False) == [
+        f"{cfg}: micro_batch_size x gradient_accumulation_steps = 8 is more than the 6 training examples"]
+    cfg.write_text(f"datasets:\n  - path: {chat_data[1]}\nval_set_size: 6\nmicro_batch_size: 1\n")
+    assert validate_config(cfg, check_model=False) == [f"{cfg}: val_set_size: 6.0 holds out all 6 examples"]
+
+
+def test_validate_command_prints_problems_notes_and_facts(tmp_path, chat_data, capsys):
+    from meshai_trainer.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"datasets:\n  - path: {chat_data[0]}\nmicro_batch_size: 2\nbf16: true\n")
+    assert main(["train", "validate", str(cfg), "--no-model"]) == 0
+    out = capsys.readouterr().out
+    assert "training examples: 16" in out and out.rstrip().endswith(f"{cfg}: valid")
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    assert ("note: bf16: needs a CUDA GPU" in out) is not cuda
+    cfg.write_text("lora_rank: 8\nwarmup_steps: 1\nwarmup_ratio: 0.1\n")
+    assert main(["train", "validate", str(cfg), "--no-model"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{cfg}:2: warmup_steps and warmup_ratio are both set; keep one", f"{cfg}:1: lora_rank: unknown key"]
 
 
 def test_overrides_are_typed_and_checked():
@@ -62,4 +172,4 @@ def test_dataset_problems_name_file_and_line(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"datasets:\n  - path: {data}\n")
     problems = validate_config(cfg, check_model=False)
-    assert problems == [f"{cfg}: datasets.0.path: {data}:2: not JSON (Expecting property name enclosed in double quotes)"]
+    assert problems == [f"{cfg}:1: datasets.0.path: {data}:2: not JSON (Expecting property name enclosed in double quotes)"]

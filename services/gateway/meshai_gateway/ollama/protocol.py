@@ -16,6 +16,10 @@ def _integral(value: Any) -> Any:
 
 
 Int = Annotated[int, BeforeValidator(_integral)]
+# Bounds keep every value inside what llama.cpp's C types hold (int32, float32) and away from values that
+# only make the sampler misbehave; Ollama's own clients never come near them.
+INT32 = (1 << 31) - 1
+INT64 = (1 << 63) - 1
 
 
 class _Strict(BaseModel):
@@ -23,25 +27,25 @@ class _Strict(BaseModel):
 
 
 class Options(_Strict):
-    num_predict: Int | None = Field(None, ge=-2)
+    num_predict: Int | None = Field(None, ge=-2, le=INT32)
     num_ctx: Int | None = Field(None, ge=1, le=1 << 20)
-    num_keep: Int | None = Field(None, ge=0)
-    num_batch: Int | None = Field(None, ge=1)
-    num_thread: Int | None = Field(None, ge=0)  # accepted; the deployment sets threads
-    num_gpu: Int | None = None
-    seed: Int | None = None
-    top_k: Int | None = Field(None, ge=0)
+    num_keep: Int | None = Field(None, ge=-1, le=INT32)
+    num_batch: Int | None = Field(None, ge=1, le=INT32)
+    num_thread: Int | None = Field(None, ge=0, le=INT32)  # accepted; the deployment sets threads
+    num_gpu: Int | None = Field(None, ge=-1, le=INT32)
+    seed: Int | None = Field(None, ge=-INT64 - 1, le=INT64)
+    top_k: Int | None = Field(None, ge=0, le=INT32)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     typical_p: float | None = Field(None, ge=0.0, le=1.0)
     temperature: float | None = Field(None, ge=0.0, le=100.0)
-    repeat_penalty: float | None = Field(None, ge=0.0)
-    repeat_last_n: Int | None = Field(None, ge=-1)
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    repeat_penalty: float | None = Field(None, ge=0.0, le=100.0)
+    repeat_last_n: Int | None = Field(None, ge=-1, le=1 << 20)
+    presence_penalty: float | None = Field(None, ge=-100.0, le=100.0)
+    frequency_penalty: float | None = Field(None, ge=-100.0, le=100.0)
     mirostat: Int | None = Field(None, ge=0, le=2)
-    mirostat_tau: float | None = None
-    mirostat_eta: float | None = None
+    mirostat_tau: float | None = Field(None, ge=0.0, le=100.0)
+    mirostat_eta: float | None = Field(None, ge=0.0, le=10.0)
     stop: list[str] | str | None = None
     # Radio budget for this request (gateway extension): max_chunks 0 turns it off.
     chunk_bytes: Int | None = Field(None, ge=16, le=4096)
@@ -55,6 +59,8 @@ class Options(_Strict):
         stops = [v] if isinstance(v, str) else v
         if len(stops) > 16:
             raise ValueError("at most 16 stop sequences")
+        if any(len(s) > 256 for s in stops):
+            raise ValueError("a stop sequence is at most 256 characters")
         return [s for s in stops if s]
 
     def as_dict(self) -> dict[str, Any]:

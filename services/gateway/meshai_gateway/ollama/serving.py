@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from meshai_common.errors import InvalidInput
+from meshai_common.errors import InvalidInput, NotFound
 from meshai_common.radio import utf8_len
 from meshai_gateway.engine import Engine, GenerationRequest, GenerationResult, TextDelta
 from meshai_gateway.ollama.protocol import (
@@ -21,7 +24,7 @@ from meshai_gateway.ollama.protocol import (
     ShowRequest,
 )
 from meshai_gateway.prompting import ChatMessage
-from meshai_gateway.service import ClientGone, Generation, GenerationService, error_message
+from meshai_gateway.service import ClientGone, Generation, GenerationService, check_model_ref, error_message
 from meshai_gateway.web import NDJSON, WatchedStream, json_line, parse_body
 
 # The Ollama API version this gateway speaks (clients use it for feature checks).
@@ -32,6 +35,37 @@ NEVER_EXPIRES = "2318-11-04T00:00:00Z"
 
 class Forbidden(InvalidInput):
     status = 403
+
+
+_END = object()
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
+
+
+class _ThreadFeed:
+    """Statuses put by a worker thread, read on the event loop; the work's end or failure comes last."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def put(self, item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def run(self, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the event loop, which reports it
+            self.put(_Failed(exc))
+        else:
+            self.put(_END)
+
+    async def get(self) -> Any:
+        return await self._queue.get()
 
 
 def now_rfc3339() -> str:
@@ -68,6 +102,7 @@ class OllamaServing:
     def __init__(self, service: GenerationService, max_body_bytes: int) -> None:
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self._pull_lock = asyncio.Lock()  # binds to the serving loop on first use
 
     # -- generation ------------------------------------------------------------------------------------
 
@@ -140,14 +175,17 @@ class OllamaServing:
 
         async def lines() -> AsyncIterator[bytes]:
             try:
-                async with aclosing(gen.events()) as events:
-                    async for event in events:
-                        if isinstance(event, TextDelta):
-                            yield json_line(piece(event.text))
-                            continue
-                        if event.tail:
-                            yield json_line(piece(event.tail))
-                        yield json_line(final(event, ""))
+                async with aclosing(gen.batches()) as batches:
+                    async for batch in batches:
+                        out = bytearray()  # one write per batch
+                        for event in batch:
+                            if isinstance(event, TextDelta):
+                                out += json_line(piece(event.text))
+                                continue
+                            if event.tail:
+                                out += json_line(piece(event.tail))
+                            out += json_line(final(event, ""))
+                        yield bytes(out)
             except Exception as exc:  # after the first byte an error can only be a line
                 yield json_line({"error": error_message(exc)})
 
@@ -205,13 +243,55 @@ class OllamaServing:
         return JSONResponse(out)
 
     async def pull(self, request: Request) -> Response:
-        """Models arrive by promotion, not by pull; pulling the served model is a successful no-op."""
+        """Models arrive by promotion. With a registry behind the gateway (the bucket), pulling the served
+        name fetches the promoted version now (download, sha256 check, load, swap), streaming Ollama's pull
+        statuses; with a local file it is a successful no-op."""
         body = await parse_body(request, PullRequest, self.max_body_bytes)
-        self.service.engine(body.target)
+        name = check_model_ref(body.target)
+        if not self.service.serves(name):
+            raise NotFound(f"model '{name}' not found")
+        manager = self.service.manager
+        if not manager.source.fetches:
+            self.service.engine(name)  # 503 with the reason while no model is loaded
+            if not body.stream:
+                return JSONResponse({"status": "success"})
+            return Response(json_line({"status": "pulling manifest"}) + json_line({"status": "success"}),
+                            media_type=NDJSON)
+
+        # One fetch at a time (later pulls find the version already there), held until the fetch ends, not
+        # until this response does: the fetch goes on if the client leaves, the model it brings is wanted.
+        await self._pull_lock.acquire()
+        updates = _ThreadFeed()
+        try:
+            work = asyncio.get_running_loop().run_in_executor(
+                None, updates.run, lambda: manager.refresh(updates.put))
+        except BaseException:
+            self._pull_lock.release()
+            raise
+        work.add_done_callback(lambda _f: self._pull_lock.release())
+
+        first = await updates.get()  # an error before any status is an HTTP status (404, 503, ...)
+        if isinstance(first, _Failed):
+            raise first.exc
         if not body.stream:
+            item = first
+            while item is not _END:
+                if isinstance(item, _Failed):
+                    raise item.exc
+                item = await updates.get()
             return JSONResponse({"status": "success"})
-        return Response(json_line({"status": "pulling manifest"}) + json_line({"status": "success"}),
-                        media_type=NDJSON)
+
+        async def lines() -> AsyncIterator[bytes]:
+            item = first
+            while item is not _END:
+                if isinstance(item, _Failed):  # after the first byte an error can only be a line
+                    yield json_line({"error": error_message(item.exc)})
+                    return
+                yield json_line(item)
+                item = await updates.get()
+            yield json_line({"status": "success"})
+
+        return WatchedStream(lines(), media_type=NDJSON, on_close=lambda: None)
 
     async def delete(self, request: Request) -> Response:
         body = await parse_body(request, DeleteRequest, self.max_body_bytes)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from meshai_gateway.ollama.protocol import Int
+from meshai_gateway.ollama.protocol import INT32, INT64, Int
 
 
 class _Strict(BaseModel):
@@ -49,13 +49,13 @@ class ChatCompletionRequest(_Strict):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Int | None = Field(None, ge=1)
-    max_completion_tokens: Int | None = Field(None, ge=1)
+    max_tokens: Int | None = Field(None, ge=1, le=INT32)
+    max_completion_tokens: Int | None = Field(None, ge=1, le=INT32)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    seed: Int | None = None
+    seed: Int | None = Field(None, ge=-INT64 - 1, le=INT64)
     stop: list[str] | str | None = None
     n: Int = Field(1, ge=1, le=1)
     response_format: ResponseFormat | None = None
@@ -72,4 +72,6 @@ class ChatCompletionRequest(_Strict):
         stops = [v] if isinstance(v, str) else v
         if len(stops) > 4:
             raise ValueError("at most 4 stop sequences")
+        if any(len(s) > 256 for s in stops):
+            raise ValueError("a stop sequence is at most 256 characters")
         return stops

@@ -101,19 +101,22 @@ class OpenAIServing:
         async def events() -> AsyncIterator[bytes]:
             yield _sse(chunk({"role": "assistant", "content": ""}, None))
             try:
-                async with aclosing(gen.events()) as stream:
-                    async for event in stream:
-                        if isinstance(event, TextDelta):
-                            yield _sse(chunk({"content": event.text}, None))
-                            continue
-                        if event.tail:
-                            yield _sse(chunk({"content": event.tail}, None))
-                        last = chunk({}, FINISH.get(event.done_reason, "stop"))
-                        last.update(radio_fields(event))
-                        yield _sse(last)
-                        if include_usage:
-                            yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                        "model": model, "choices": [], "usage": usage(event)})
+                async with aclosing(gen.batches()) as batches:
+                    async for batch in batches:
+                        out = bytearray()  # one write per batch
+                        for event in batch:
+                            if isinstance(event, TextDelta):
+                                out += _sse(chunk({"content": event.text}, None))
+                                continue
+                            if event.tail:
+                                out += _sse(chunk({"content": event.tail}, None))
+                            last = chunk({}, FINISH.get(event.done_reason, "stop"))
+                            last.update(radio_fields(event))
+                            out += _sse(last)
+                            if include_usage:
+                                out += _sse({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                             "model": model, "choices": [], "usage": usage(event)})
+                        yield bytes(out)
             except Exception as exc:
                 yield _sse({"error": {"message": error_message(exc), "type": "server_error"}})
             yield b"data: [DONE]\n\n"

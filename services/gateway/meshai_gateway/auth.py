@@ -1,0 +1,88 @@
+"""Optional API key: when the gateway has one, every HTTP route but the probes needs it.
+
+Accepted forms:
+- `Authorization: Bearer <key>` (the Ollama and OpenAI clients: `Client(headers=...)`, `api_key=...`);
+- `Authorization: Basic base64(<any user>:<key>)`, which HTTP libraries send for a URL with credentials,
+  `http://meshai:<key>@host:11434/api/generate`, for clients that can only be given a URL.
+
+/healthz and /readyz stay open (orchestrator probes carry no secrets). /metrics needs the key: it shows
+the served model's digest and the traffic; Prometheus sends it with `authorization: {credentials_file: ...}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _digest(secret: bytes) -> bytes:
+    # Comparing fixed-size digests keeps the comparison constant-time whatever the lengths involved.
+    return hashlib.sha256(secret).digest()
+
+
+def presented_key(authorization: str) -> bytes | None:
+    """The key a client presented in an Authorization header value, or None if it presented none."""
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if not value:
+        return None
+    if scheme.lower() == "bearer":
+        return value.encode("utf-8", "surrogateescape")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        _user, sep, password = decoded.partition(b":")
+        return password if sep else None
+    return None
+
+
+class ApiKeyMiddleware:
+    """Refuses requests without the key: 401, Ollama's `{"error": ...}` (OpenAI's shape under /v1/)."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._want = _digest(api_key.encode("utf-8"))
+
+    def allowed(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                key = presented_key(value.decode("latin-1"))
+                if key is not None and hmac.compare_digest(_digest(key), self._want):
+                    return True
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or self.allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        message = "unauthorized: this gateway needs an API key (Authorization: Bearer <key>)"
+        body: dict[str, Any] = ({"error": {"message": message, "type": "authentication_error", "param": None,
+                                           "code": "invalid_api_key"}}
+                                if scope["path"].startswith("/v1/") else {"error": message})
+        payload = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+            (b"www-authenticate", b'Bearer realm="meshai-gateway"'),
+        ]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def warn_if_open(host: str, api_key: str | None) -> None:
+    """A gateway reachable beyond this machine with no key serves anyone who finds the port."""
+    if not api_key and host not in LOOPBACK:
+        log.warning("listening on %s without an API key: anyone who can reach the port can use the model "
+                    "(set MESHAI_API_KEY, MESHAI_API_KEY_FILE or --api-key-file)", host)

@@ -1,0 +1,138 @@
+"""The trainer and the bucket (real S3 server, real gRPC, real SmolLM2 files).
+
+The service keeps its checkpoints there: a cancelled job leaves one, a service killed with SIGKILL mid-job
+leaves those it published, and the job submitted again resumes from the newest and finishes the same run.
+A base model can live there too (s3://).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from meshai.v1 import jobs_pb2, trainer_pb2, trainer_pb2_grpc
+from meshai_trainer import checkpoint
+
+State = jobs_pb2.JobState
+RUN = "ckpt-1"
+PREFIX = f"runs/{RUN}/train/checkpoints"
+CONFIG = """
+base_model: {base}
+lora_r: 8
+lora_alpha: 16
+lora_layers: 2
+sequence_len: 64
+micro_batch_size: 4
+max_steps: 12
+learning_rate: 0.002
+save_steps: 3
+threads: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir(pytestconfig, tmp_path_factory) -> Path:
+    """The embedded model as an fp16 HF folder, shared with the unit tests through pytest's cache."""
+    from meshai_trainer.model import hf_folder
+
+    cache = getattr(pytestconfig, "cache", None)
+    root = Path(cache.mkdir("meshai-bases")) if cache is not None else tmp_path_factory.mktemp("bases")
+    return hf_folder("embedded:smollm2", root)
+
+
+def _ref(store, key: str, rows: list[tuple[str, str]]) -> jobs_pb2.ObjectRef:
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+             for q, a in rows]
+    obj = store.put_bytes(("\n".join(lines) + "\n").encode(), key)
+    return jobs_pb2.ObjectRef(key=obj.key, sha256=obj.sha256, size=obj.size)
+
+
+def _wait(stub, until, timeout: float = 240.0) -> jobs_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = stub.Get(jobs_pb2.GetJobRequest(job_id=f"{RUN}/train"), timeout=10)
+        if until(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; last state {State.Name(job.state)}: {job.last_event.message} {job.error}")
+
+
+@pytest.mark.slow
+def test_cancel_kill_and_resubmit_resume_from_bucket_checkpoints(store, s3_env, start_service, smollm2_dir):
+    rows = [(f"how do I reach node {i}?", f"Send /relay node{i} then your text.") for i in range(24)]
+    request = trainer_pb2.TrainRequest(run_id=RUN, train=_ref(store, f"runs/{RUN}/data/train.jsonl", rows),
+                                       val=_ref(store, f"runs/{RUN}/data/val.jsonl", rows[:4]),
+                                       config_yaml=CONFIG.format(base=smollm2_dir))
+    svc = start_service("trainer", s3_env)
+    svc.wait_health(timeout=90)
+    stub = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(svc.addr))
+
+    # 1. Cancelled after a few steps: the job saves where it stopped, and that checkpoint stays in the bucket.
+    stub.Submit(request, timeout=60)
+    _wait(stub, lambda j: j.last_event.step >= 2)
+    stub.Cancel(jobs_pb2.CancelJobRequest(job_id=f"{RUN}/train"), timeout=30)
+    job = _wait(stub, lambda j: j.state in (State.JOB_STATE_CANCELLED, State.JOB_STATE_SUCCEEDED))
+    assert job.state == State.JOB_STATE_CANCELLED
+    saved = checkpoint.remote(store, PREFIX)
+    assert saved and checkpoint.step_of(saved[-1]) >= 2
+    assert not store.list(f"runs/{RUN}/train/merged/")
+    cancelled_at = checkpoint.step_of(saved[-1])
+
+    # 2. Submitted again, it resumes; the service is killed (SIGKILL) once it has published a newer checkpoint.
+    stub.Submit(request, timeout=60)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        names = checkpoint.remote(store, PREFIX)
+        if checkpoint.step_of(names[-1]) > cancelled_at:
+            svc.proc.kill()
+            break
+        time.sleep(0.02)
+    svc.proc.wait(30)
+    published = checkpoint.step_of(checkpoint.remote(store, PREFIX)[-1])
+    assert cancelled_at < published < 12, "the job finished before the service could be killed"
+
+    # 3. A new service process reports the job as interrupted; submitted again, it finishes from the newest one.
+    svc2 = start_service("trainer", s3_env)
+    svc2.wait_health(timeout=90)
+    stub = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(svc2.addr))
+    assert stub.Get(jobs_pb2.GetJobRequest(job_id=f"{RUN}/train"), timeout=10).state == State.JOB_STATE_FAILED
+    stub.Submit(request, timeout=60)
+    job = _wait(stub, lambda j: j.state in (State.JOB_STATE_SUCCEEDED, State.JOB_STATE_FAILED))
+    assert job.state == State.JOB_STATE_SUCCEEDED, job.error
+    metrics = job.train.metrics
+    assert metrics["resumed_from_step"] == published and metrics["steps"] == 12
+    log = [json.loads(x) for x in store.get_bytes(f"runs/{RUN}/train/train_log.jsonl").decode().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 13))  # one curve, no step twice or missing
+    assert checkpoint.remote(store, PREFIX)[-1] == "checkpoint-000012"
+    manifest = store.get_json(f"runs/{RUN}/train/manifest.json")
+    assert any(o["key"].endswith("merged/model.safetensors") for o in manifest["outputs"])
+    assert manifest["metrics"]["resumed_from_step"] == published
+
+
+def test_an_s3_base_is_fetched_checked_and_resolvable(store, smollm2_dir, tmp_path):
+    from meshai_common.errors import NotFound
+    from meshai_trainer.config import check_config
+    from meshai_trainer.model import fetch_s3_base, inspect_base
+
+    # The model folder's small files (config, tokenizer, template) are what the checks read; the weights file
+    # travels the same way.
+    files = [p for p in sorted(smollm2_dir.iterdir()) if p.is_file() and p.suffix != ".safetensors"]
+    for p in files:
+        store.put_file(p, f"models/smollm2/{p.name}")
+    spec = f"s3://{store.bucket}/models/smollm2"
+    local = fetch_s3_base(spec, store, tmp_path / "base")
+    assert sorted(p.name for p in local.iterdir()) == [p.name for p in files]
+    assert all((local / p.name).read_bytes() == p.read_bytes() for p in files)
+    info = inspect_base(str(local))
+    assert info.layers == 30 and "q_proj" in info.linear
+    with pytest.raises(NotFound, match="nothing stored under it"):
+        fetch_s3_base(f"s3://{store.bucket}/models/none", store, tmp_path / "none")
+    # Validating a config never needs the bucket: an s3:// base is a note, checked when the trainer fetches it.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base_model: {spec}\n")
+    report = check_config(cfg)
+    assert report.problems == [] and any("not checked here" in n for n in report.notes)
