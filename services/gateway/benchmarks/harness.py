@@ -78,6 +78,7 @@ class RssSampler:
 
     pid: int
     every_s: float = 0.5
+    origin: float = field(default_factory=time.monotonic)  # sample times are seconds since this
     samples: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -89,10 +90,9 @@ class RssSampler:
         return self
 
     def _run(self) -> None:
-        t0 = time.monotonic()
         while not self._stop.is_set():
             try:
-                self.samples.append((time.monotonic() - t0, rss_bytes(self.pid)))
+                self.samples.append((time.monotonic() - self.origin, rss_bytes(self.pid)))
             except OSError:
                 return
             self._stop.wait(self.every_s)

@@ -108,6 +108,7 @@ class LoadReport:
     rss_start: int = 0
     rss_end: int = 0
     rss_max: int = 0
+    rss_end_from: float = -1.0  # when the idle samples that give rss_end begin
     exit_code: int | None = None
     swaps_metric: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -308,7 +309,7 @@ def run_load(config: LoadConfig, s3: S3Settings, workdir: Path, log: Any = print
         run = LoadRun(config, gateway.base)
         report = run.report
         report.machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, {_cores()} cores"
-        sampler = RssSampler(gateway.pid).start()
+        sampler = RssSampler(gateway.pid, origin=run.t0).start()
         d = config.duration_s
         log(f"load: {config.clients} bot clients for {d:.0f} s")
         bots = [threading.Thread(target=run.bot, args=(i, d)) for i in range(config.clients)]
@@ -317,7 +318,9 @@ def run_load(config: LoadConfig, s3: S3Settings, workdir: Path, log: Any = print
 
         _sleep_until(run, d * 0.25)
         log("burst")
-        run.burst()
+        # In a thread: the requests it gets into the queue take a while, and the swap must not wait for them.
+        burst = threading.Thread(target=run.burst)
+        burst.start()
 
         _sleep_until(run, d * 0.5)
         log("hot swap: promote another version and pull it")
@@ -338,10 +341,17 @@ def run_load(config: LoadConfig, s3: S3Settings, workdir: Path, log: Any = print
                           "reason": body.get("refresh_error", ""),
                           "refused": "error" in statuses[-1] and body.get("sha256") == second.sha256}
 
-        for t in bots:
+        for t in [*bots, burst]:
             t.join()
+        # Memory at the end is read once the gateway is idle again: what it keeps, not what a request in
+        # flight or the swap's old version (freed when its last generation ends) holds for a moment.
+        settled = _wait_idle(gateway.base)
+        time.sleep(1.0)
+        end_from = run.now()
+        time.sleep(2.0)
         sampler.stop()
         report.rss = sampler.samples
+        report.rss_end_from = end_from if settled else -1.0
         metrics = httpx.get(f"{gateway.base}/metrics", timeout=10).text
         report.swaps_metric = next((float(line.split()[1]) for line in metrics.splitlines()
                                     if line.startswith("meshai_gateway_model_swaps_total ")), 0.0)
@@ -354,6 +364,19 @@ def run_load(config: LoadConfig, s3: S3Settings, workdir: Path, log: Any = print
 
 def _cores() -> int:
     return os.cpu_count() or 1
+
+
+def _wait_idle(base: str, timeout: float = 120.0) -> bool:
+    """Wait until no generation runs or waits (the gateway's own gauges)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        busy = sum(float(line.split()[1]) for line in text.splitlines()
+                   if line.startswith(("meshai_gateway_queue_depth ", "meshai_gateway_generations_in_flight ")))
+        if busy == 0:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _sleep_until(run: LoadRun, t: float) -> None:
@@ -390,10 +413,10 @@ def judge(report: LoadReport, second_sha: str, corrupt_sha: str) -> None:
     c = report.corrupt
     if not c.get("refused") or c.get("readyz_status") != 200 or corrupt_sha[:12] not in c.get("reason", ""):
         v.append(f"corrupt promotion not refused cleanly: {c}")
-    # Memory: the level once the load is steady (before the swap) against the level at the end.
+    # Memory: the level once the load is steady (before the swap) against the level once it is over.
     d = cfg.duration_s
     before = [r for t, r in report.rss if 0.1 * d <= t < 0.25 * d]
-    after = [r for t, r in report.rss if t >= 0.9 * d]
+    after = [r for t, r in report.rss if report.rss_end_from >= 0 and t >= report.rss_end_from]
     if before and after:
         report.rss_start, report.rss_end = int(median(before)), int(median(after))
         report.rss_max = max(r for _, r in report.rss)
@@ -401,7 +424,7 @@ def judge(report: LoadReport, second_sha: str, corrupt_sha: str) -> None:
         if growth > cfg.rss_growth_mb:
             v.append(f"resident memory grew {growth:.0f} MiB (limit {cfg.rss_growth_mb:.0f} MiB)")
     else:
-        v.append("too few memory samples")
+        v.append("too few memory samples (or the gateway never became idle after the load)")
     if report.exit_code not in (0, -15):
         v.append(f"gateway exit code on SIGTERM: {report.exit_code}")
 

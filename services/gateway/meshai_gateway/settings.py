@@ -50,7 +50,8 @@ class GatewaySettings:
     # How long a client may wait in the queue before it gets 503.
     queue_timeout_s: float = 120.0
     # Prompt text a request may carry (prompt + system + messages, in characters): longer ones are a 400.
-    # Mesh-Master sends at most ~6k (its 4000-character context plus the system prompt and question).
+    # Mesh-Master sends its `ollama_context_chars` of history (4000 by default), its system prompt and the
+    # question: well under this.
     max_prompt_chars: int = 32_768
     # Most tokens one reply may generate, whatever num_predict asks (-1 or a huge value included): one
     # client cannot hold the model for minutes. 0: limited by the context only.

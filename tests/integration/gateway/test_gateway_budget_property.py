@@ -44,7 +44,7 @@ RAW = ["📡📶🔋📡📶🔋📡📶🔋📡📶🔋📡", "東京、大阪�
        "Été, château, garçon, élève, forêt, naïve, cœur, ", "Привет, как дела? Хорошо, спасибо. Привет, ",
        "中文字符测试：无线电、天线、网络、中继、电池、", "ÄÖÜ äöü ß ÄÖÜ äöü ß ÄÖÜ äöü ß "]
 # (chunk_bytes, max_chunks): the deployment default plus small budgets that the model exceeds in a few tokens.
-BUDGETS = [(160, 2)] * 2 + [(16, 1), (20, 2), (24, 1), (32, 2), (40, 1), (48, 2), (60, 1), (80, 1)]
+BUDGETS = [(160, 2), (16, 1), (20, 2), (24, 1), (32, 2), (40, 1), (48, 2), (60, 1), (80, 1), (24, 2)]
 
 
 def cases(n: int = 200, seed: int = 20261124) -> Iterator[tuple[GenerationRequest, int, int]]:
@@ -56,7 +56,7 @@ def cases(n: int = 200, seed: int = 20261124) -> Iterator[tuple[GenerationReques
         options = {"chunk_bytes": chunk_bytes, "max_chunks": max_chunks, "seed": rng.randrange(1 << 30),
                    "temperature": rng.choice([0.0, 0.3, 0.7, 1.0]),
                    "num_predict": min(110, chunk_bytes * max_chunks // 2 + 12)}
-        kind = i % 4
+        kind = (i // len(BUDGETS)) % 4  # every budget meets every kind of prompt
         if kind == 0:
             req = GenerationRequest(prompt=rng.choice(BEGGING).format(t=topic), system="Be helpful.",
                                     options=options)
