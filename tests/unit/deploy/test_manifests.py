@@ -7,6 +7,7 @@ Each checker returns a list of problems, so a failure names every offending file
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -26,6 +27,16 @@ GRPC_PORTS = {"data": 50051, "trainer": 50052, "quantizer": 50053, "evaluator": 
 SERVICES = tuple(GRPC_PORTS)
 WORKERS = ("data", "trainer", "quantizer", "evaluator")
 HTTP_PORT = 11434
+
+
+def listens_on_every_interface(listen: str | None, port: int) -> bool:
+    """A container's listen address must be the unspecified address (other pods reach it) on its port.
+    Only the manifests' text is read here; nothing binds."""
+    host, _, got = (listen or "").rpartition(":")
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified and got == str(port)
+    except ValueError:
+        return False
 # The documented wiring (root README "Configuration", meshai_common.config.ENV_HELP) plus the documented
 # optional knobs that deployments set.
 DOCUMENTED_ENV = set(ENV_HELP) | {
@@ -254,13 +265,13 @@ def test_dockerfile_listens_where_deployments_expect(svc):
     instrs = dockerfile(ROOT / "services" / svc / "Dockerfile")
     final = final_stage(instrs)
     env = dockerfile_env(final)
-    assert env["MESHAI_LISTEN"] == f"0.0.0.0:{GRPC_PORTS[svc]}"
+    assert listens_on_every_interface(env["MESHAI_LISTEN"], GRPC_PORTS[svc])
     assert env["HOME"] == "/tmp" and env["MESHAI_WORKDIR"].startswith("/tmp/"), "writes outside /tmp by default"
     exposed = {p for ins, args in final if ins == "EXPOSE" for p in args.split()}
     assert str(GRPC_PORTS[svc]) in exposed
     health = next(args for ins, args in final if ins == "HEALTHCHECK")
     if svc == "gateway":
-        assert env["MESHAI_HTTP_LISTEN"] == f"0.0.0.0:{HTTP_PORT}" and str(HTTP_PORT) in exposed
+        assert listens_on_every_interface(env["MESHAI_HTTP_LISTEN"], HTTP_PORT) and str(HTTP_PORT) in exposed
         assert "/healthz" in health
     else:
         assert "meshai_common.healthcheck" in health
@@ -322,10 +333,10 @@ def test_compose_services_are_hardened():
 def test_compose_grpc_services_listen_on_their_port_and_are_healthchecked(svc):
     spec = COMPOSE["services"][svc]
     env = spec["environment"]
-    assert env["MESHAI_LISTEN"] == f"0.0.0.0:{GRPC_PORTS[svc]}"
+    assert listens_on_every_interface(env["MESHAI_LISTEN"], GRPC_PORTS[svc])
     test = " ".join(spec["healthcheck"]["test"])
     if svc == "gateway":
-        assert env["MESHAI_HTTP_LISTEN"] == f"0.0.0.0:{HTTP_PORT}" and f":{HTTP_PORT}/healthz" in test
+        assert listens_on_every_interface(env["MESHAI_HTTP_LISTEN"], HTTP_PORT) and f":{HTTP_PORT}/healthz" in test
     else:
         assert f"meshai_common.healthcheck 127.0.0.1:{GRPC_PORTS[svc]}" in test
     assert spec["depends_on"]["bucket-init"]["condition"] == "service_completed_successfully"
@@ -427,7 +438,7 @@ def test_k8s_services_env_and_references_line_up():
                     problems.append(f"{name}: secret key {key_ref} does not exist")
             if name in SERVICES:
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
-                if env.get("MESHAI_LISTEN") != f"0.0.0.0:{GRPC_PORTS[name]}":
+                if not listens_on_every_interface(env.get("MESHAI_LISTEN"), GRPC_PORTS[name]):
                     problems.append(f"{name}: MESHAI_LISTEN={env.get('MESHAI_LISTEN')}")
         if obj["kind"] == "Deployment":
             service = svc_objs.get(name)
