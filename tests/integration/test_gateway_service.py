@@ -26,9 +26,11 @@ def _wait_ready(base: str, timeout: float = 60) -> dict:
     raise AssertionError(f"gateway not ready: {r.text}")
 
 
-@pytest.fixture
-def gateway(start_service, s3_env, store):
-    svc = start_service("gateway", s3_env | {"MESHAI_MODEL_POLL_S": "3600"})
+KEY = "k" * 8 + "-gateway-test-key"
+
+
+def _start_gateway(start_service, s3_env, extra=None):
+    svc = start_service("gateway", s3_env | {"MESHAI_MODEL_POLL_S": "3600"} | (extra or {}))
     base = f"http://127.0.0.1:{svc.http_port}"
     deadline = time.monotonic() + 60
     while True:  # the process is alive and answering before any model exists
@@ -39,6 +41,12 @@ def gateway(start_service, s3_env, store):
             pass
         assert time.monotonic() < deadline, svc.log()[-2000:]
         time.sleep(0.3)
+    return svc, base
+
+
+@pytest.fixture
+def gateway(start_service, s3_env, store):
+    svc, base = _start_gateway(start_service, s3_env)
     channel = grpc.insecure_channel(svc.addr)
     yield svc, base, gateway_pb2_grpc.GatewayServiceStub(channel)
     channel.close()
@@ -97,3 +105,38 @@ def test_unknown_model_is_404_in_ollama_shape(gateway):
     r = httpx.post(f"{base}/api/generate", json={"model": "nope", "prompt": "hi"}, timeout=30)
     assert r.status_code == 404
     assert r.json() == {"error": "model 'nope' not found"}
+
+
+def test_api_key_guards_grpc_as_well_as_http(start_service, s3_env, store):
+    from meshai_orchestrator.pipeline import Addresses, Pipeline
+
+    svc, base = _start_gateway(start_service, s3_env, {"MESHAI_API_KEY": KEY})
+    svc.wait_health("NOT_SERVING")  # the health service stays open to probes (nothing promoted yet)
+    gguf = store.put_file(smollm2_gguf(), "runs/k1/quantize/mesh-ai-Q4_1.gguf")
+    promote(store, "mesh-ai", run_id="k1", gguf=gguf)
+    with grpc.insecure_channel(svc.addr) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for metadata in (None, [("authorization", "Bearer wrong-key-of-enough-length")]):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Status(gateway_pb2.GatewayStatusRequest(), timeout=10, metadata=metadata)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "API key" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:  # a streaming method is refused the same way
+            list(stub.Generate(gateway_pb2.GenerateRequest(prompt="hi"), timeout=10))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        # The pipeline nudges the gateway with the key it was given, and only with it.
+        said: list[str] = []
+        keyless = Pipeline(Addresses("", "", "", "", gateway=svc.addr), store, out=said.append, progress=False)
+        keyless._refresh_gateway()
+        assert said and "UNAUTHENTICATED" in said[0]
+        said.clear()
+        keyed = Pipeline(Addresses("", "", "", "", gateway=svc.addr, gateway_key=KEY), store, out=said.append,
+                         progress=False)
+        keyed._refresh_gateway()
+        assert said == []
+        status = stub.Status(gateway_pb2.GatewayStatusRequest(), timeout=10,
+                             metadata=[("authorization", f"Bearer {KEY}")])
+        assert status.ready and status.sha256 == gguf.sha256
+        svc.wait_health("SERVING")
+    assert httpx.get(f"{base}/api/tags", timeout=5).status_code == 401
+    assert httpx.get(f"{base}/api/tags", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).status_code == 200

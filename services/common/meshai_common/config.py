@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from meshai_common.errors import ConfigError
 
@@ -20,6 +21,9 @@ ENV_HELP = {
     "MESHAI_QUANTIZER_ADDR": "quantizer service gRPC address host:port",
     "MESHAI_EVALUATOR_ADDR": "evaluator service gRPC address host:port",
     "MESHAI_GATEWAY_ADDR": "gateway service gRPC address host:port",
+    "MESHAI_API_KEY": "the gateway's API key (16+ characters; or MESHAI_API_KEY_FILE): every route but health needs it",
+    "MESHAI_GATEWAY_API_KEY": "the key the pipeline presents to the gateway's gRPC (or MESHAI_GATEWAY_API_KEY_FILE)",
+    "MESHAI_TRAIN_PROCS": "trainer processes per job: auto (one per visible GPU) or a number",
 }
 
 
@@ -43,6 +47,26 @@ def env_bool(name: str, default: bool = False) -> bool:
     if raw in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"environment variable {name}={raw!r} is not a boolean (use true or false)")
+
+
+def read_secret(path: str | os.PathLike[str], source: str) -> str:
+    """A secret kept in a file (a Kubernetes secret, a file only the operator can read), stripped."""
+    try:
+        value = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read {path}: {exc}") from None
+    if not value:
+        raise ConfigError(f"{source}: {path} is empty")
+    return value
+
+
+def secret_from_env(name: str) -> str | None:
+    """`NAME`'s value, or the contents of the file `NAME_FILE` names; None when neither is set."""
+    value = os.environ.get(name, "").strip()
+    path = os.environ.get(f"{name}_FILE", "").strip()
+    if value and path:
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    return read_secret(path, f"{name}_FILE") if path else value or None
 
 
 def host_port(value: str, name: str) -> tuple[str, int]:

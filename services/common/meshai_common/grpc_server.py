@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -107,6 +107,7 @@ class GrpcService:
         ready: Callable[[], str | None] | None = None,
         on_stop: Callable[[], None] | None = None,
         max_workers: int = 16,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
     ) -> None:
         self.name = name
         self.store = store
@@ -115,7 +116,8 @@ class GrpcService:
         self._stopped = threading.Event()
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-rpc"),
-            interceptors=[ErrorInterceptor()],
+            # Extra interceptors (the gateway's key check) run first: a refused call reaches no handler.
+            interceptors=[*interceptors, ErrorInterceptor()],
             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
         )
         self.service_names = list(register(self.server))

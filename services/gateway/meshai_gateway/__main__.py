@@ -2,7 +2,8 @@
 
 Env: MESHAI_S3_*, MESHAI_LISTEN (gRPC), MESHAI_HTTP_LISTEN (HTTP, 11434), MESHAI_MODEL_NAME (mesh-ai),
 MESHAI_MODEL_POLL_S (how often the promotion pointer is checked, default 15), MESHAI_WORKDIR (model cache),
-MESHAI_API_KEY or MESHAI_API_KEY_FILE (require a key on the HTTP routes), and the settings in settings.py.
+MESHAI_API_KEY or MESHAI_API_KEY_FILE (require a key on the HTTP routes and gRPC methods but health), and the
+settings in settings.py.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> int:
     from meshai.v1 import gateway_pb2, gateway_pb2_grpc
     from meshai_common.grpc_server import GrpcService
     from meshai_gateway.app import create_app
-    from meshai_gateway.auth import warn_if_open
+    from meshai_gateway.auth import GrpcApiKeyInterceptor, warn_if_open
     from meshai_gateway.bucket_source import BucketSource
     from meshai_gateway.grpc_service import GatewayServicer
 
@@ -60,7 +61,9 @@ def main() -> int:
 
     # gRPC health: SERVING only with the bucket reachable and a model loaded.
     grpc_service = GrpcService("gateway", listen, store, register,
-                               ready=lambda: None if manager.ready else manager.reason).start()
+                               ready=lambda: None if manager.ready else manager.reason,
+                               interceptors=[GrpcApiKeyInterceptor(settings.api_key)] if settings.api_key else ()
+                               ).start()
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                            timeout_graceful_shutdown=30))
     log.info("gateway HTTP", extra={"listen": f"{host}:{port}", "source": source.describe(),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from meshai_common.config import env
+from meshai_common.config import env, read_secret, secret_from_env
 from meshai_common.errors import ConfigError
 from meshai_common.radio import CHUNK_BYTES, MAX_CHUNKS
 
@@ -18,13 +17,23 @@ MIN_API_KEY_CHARS = 16
 
 def read_api_key(path: str | os.PathLike[str], source: str = "--api-key-file") -> str:
     """The key in a file (a Kubernetes secret or a file readable only by the operator), stripped."""
-    try:
-        key = Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read API key file {path}: {exc}") from None
-    if not key:
-        raise ConfigError(f"{source}: API key file {path} is empty")
-    return key
+    return read_secret(path, source)
+
+
+# The smallest value each numeric setting accepts, and what an operator is told when it is smaller.
+_LEAST: dict[str, tuple[int, str]] = {
+    "chunk_bytes": (16, "must be >= 16"),
+    "max_chunks": (0, "0 disables the budget; must be >= 0"),
+    "num_ctx": (128, "must be >= 128"),
+    "num_threads": (0, "0 uses every core; must be >= 0"),
+    "num_batch": (1, "must be >= 1"),
+    "max_concurrent": (1, "must be >= 1"),
+    "max_queue": (0, "must be >= 0"),
+    "max_body_bytes": (1024, "must be >= 1024"),
+    "max_prompt_chars": (1, "must be >= 1"),
+    "max_predict": (0, "0 means no cap; must be >= 0"),
+    "num_instances": (1, "must be >= 1"),
+}
 
 
 @dataclass(frozen=True)
@@ -63,25 +72,8 @@ class GatewaySettings:
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.chunk_bytes < 16:
-            problems.append(f"chunk_bytes={self.chunk_bytes} (must be >= 16)")
-        if self.max_chunks < 0:
-            problems.append(f"max_chunks={self.max_chunks} (0 disables the budget; must be >= 0)")
-        if self.num_ctx < 128:
-            problems.append(f"num_ctx={self.num_ctx} (must be >= 128)")
-        if self.max_concurrent < 1:
-            problems.append(f"max_concurrent={self.max_concurrent} (must be >= 1)")
-        if self.max_queue < 0:
-            problems.append(f"max_queue={self.max_queue} (must be >= 0)")
-        if self.max_body_bytes < 1024:
-            problems.append(f"max_body_bytes={self.max_body_bytes} (must be >= 1024)")
-        if self.max_prompt_chars < 1:
-            problems.append(f"max_prompt_chars={self.max_prompt_chars} (must be >= 1)")
-        if self.max_predict < 0:
-            problems.append(f"max_predict={self.max_predict} (0 means no cap; must be >= 0)")
-        if self.num_instances < 1:
-            problems.append(f"num_instances={self.num_instances} (must be >= 1)")
+        problems = [f"{name}={getattr(self, name)} ({why})" for name, (least, why) in _LEAST.items()
+                    if getattr(self, name) < least]
         if self.api_key is not None and len(self.api_key) < MIN_API_KEY_CHARS:
             problems.append(f"the API key is {len(self.api_key)} characters (must be >= {MIN_API_KEY_CHARS})")
         if problems:
@@ -123,12 +115,7 @@ class GatewaySettings:
         aliases = os.environ.get("MESHAI_MODEL_ALIASES", "").strip()
         if aliases:
             changes["aliases"] = tuple(a.strip() for a in aliases.split(",") if a.strip())
-        key = os.environ.get("MESHAI_API_KEY", "").strip()
-        key_file = os.environ.get("MESHAI_API_KEY_FILE", "").strip()
-        if key and key_file:
-            raise ConfigError("set MESHAI_API_KEY or MESHAI_API_KEY_FILE, not both")
-        if key_file:
-            key = read_api_key(key_file, "MESHAI_API_KEY_FILE")
+        key = secret_from_env("MESHAI_API_KEY")
         if key:
             changes["api_key"] = key
         return cls(**changes)  # type: ignore[arg-type]

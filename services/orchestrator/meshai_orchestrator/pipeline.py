@@ -31,9 +31,10 @@ from meshai.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
-from meshai_common.config import env
+from meshai_common.config import env, secret_from_env
 from meshai_common.errors import InvalidInput, MeshAIError, NotFound
 from meshai_common.jobs import new_run_id
+from meshai_common.progress import progress_postfix
 from meshai_common.registry import promote
 from meshai_common.store import ArtifactStore, StoredObject
 
@@ -69,6 +70,8 @@ class Addresses:
     quantizer: str
     evaluator: str
     gateway: str = ""
+    # The gateway's API key, when it has one: its gRPC methods need it as much as its HTTP routes.
+    gateway_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> Addresses:
@@ -78,6 +81,7 @@ class Addresses:
             quantizer=env("MESHAI_QUANTIZER_ADDR"),
             evaluator=env("MESHAI_EVALUATOR_ADDR"),
             gateway=os.environ.get("MESHAI_GATEWAY_ADDR", ""),
+            gateway_key=secret_from_env("MESHAI_GATEWAY_API_KEY"),
         )
 
 
@@ -138,13 +142,9 @@ class Pipeline:
                             bar.total = ev.total
                         if ev.step >= bar.n:
                             bar.n = ev.step
-                        post = {}
-                        if ev.HasField("loss"):
-                            post["loss"] = f"{ev.loss:.3f}"
-                        if ev.HasField("tokens_per_s"):
-                            post["tok/s"] = f"{ev.tokens_per_s:.0f}"
-                        if ev.message:
-                            post["msg"] = ev.message[:40]
+                        post = progress_postfix(ev.message, ev.loss if ev.HasField("loss") else None,
+                                                ev.tokens_per_s if ev.HasField("tokens_per_s") else None,
+                                                dict(ev.metrics))
                         bar.set_postfix(post, refresh=False)
                         bar.refresh()
                         if not self.progress and ev.message and ev.message != last_msg:
@@ -233,7 +233,8 @@ class Pipeline:
             return
         try:
             stub = gateway_pb2_grpc.GatewayServiceStub(self._channel(self.addrs.gateway))
-            stub.Refresh(gateway_pb2.GatewayStatusRequest(), timeout=120)
+            auth = [("authorization", f"Bearer {self.addrs.gateway_key}")] if self.addrs.gateway_key else None
+            stub.Refresh(gateway_pb2.GatewayStatusRequest(), timeout=120, metadata=auth)
         except grpc.RpcError as exc:  # the gateway also polls the pointer; a missed nudge only delays the swap
             self.out(f"  note: gateway refresh failed ({rpc_error_text(exc)}); it will pick the model up on its next poll")
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from meshai_common.config import S3Settings, env, env_bool, host_port
+from meshai_common.config import S3Settings, env, env_bool, host_port, secret_from_env
 from meshai_common.errors import ConfigError, InvalidInput
+from meshai_common.progress import progress_postfix
 from meshai_common.registry import check_model_name, pointer_key
 
 
@@ -46,3 +47,28 @@ def test_model_names_cannot_escape_their_prefix(name):
 def test_model_name_tag_is_ignored():
     assert check_model_name("mesh-ai:latest") == "mesh-ai"
     assert pointer_key("mesh-ai") == "models/mesh-ai/current.json"
+
+
+def test_secret_from_env_or_its_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("MESHAI_T_KEY", raising=False)
+    monkeypatch.delenv("MESHAI_T_KEY_FILE", raising=False)
+    assert secret_from_env("MESHAI_T_KEY") is None
+    monkeypatch.setenv("MESHAI_T_KEY", " s3cret ")
+    assert secret_from_env("MESHAI_T_KEY") == "s3cret"
+    (tmp_path / "key").write_text("from-file\n")
+    monkeypatch.setenv("MESHAI_T_KEY_FILE", str(tmp_path / "key"))
+    with pytest.raises(ConfigError, match="MESHAI_T_KEY or MESHAI_T_KEY_FILE, not both"):
+        secret_from_env("MESHAI_T_KEY")
+    monkeypatch.delenv("MESHAI_T_KEY")
+    assert secret_from_env("MESHAI_T_KEY") == "from-file"
+    monkeypatch.setenv("MESHAI_T_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"MESHAI_T_KEY_FILE: cannot read .*missing"):
+        secret_from_env("MESHAI_T_KEY")
+
+
+def test_progress_postfix_shows_what_training_reports():
+    post = progress_postfix("epoch 2", 1.23456, 345.6, {"lr": 2e-4, "epoch": 1.5, "rss_mb": 2979.4,
+                                                          "val_loss": 1.5, "tokens": 99})
+    assert post == {"loss": "1.235", "val": "1.500", "lr": "2.00e-04", "ep": "1.50", "tok/s": "346",
+                    "mem": "2979MB"}
+    assert progress_postfix("merging adapter", None, None, {}) == {"msg": "merging adapter"}
