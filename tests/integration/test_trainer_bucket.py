@@ -51,10 +51,10 @@ def _ref(store, key: str, rows: list[tuple[str, str]]) -> jobs_pb2.ObjectRef:
     return jobs_pb2.ObjectRef(key=obj.key, sha256=obj.sha256, size=obj.size)
 
 
-def _wait(stub, until, timeout: float = 240.0) -> jobs_pb2.Job:
+def _wait(stub, until, timeout: float = 240.0, run: str = RUN) -> jobs_pb2.Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = stub.Get(jobs_pb2.GetJobRequest(job_id=f"{RUN}/train"), timeout=10)
+        job = stub.Get(jobs_pb2.GetJobRequest(job_id=f"{run}/train"), timeout=10)
         if until(job):
             return job
         time.sleep(0.05)
@@ -111,6 +111,38 @@ def test_cancel_kill_and_resubmit_resume_from_bucket_checkpoints(store, s3_env, 
     manifest = store.get_json(f"runs/{RUN}/train/manifest.json")
     assert any(o["key"].endswith("merged/model.safetensors") for o in manifest["outputs"])
     assert manifest["metrics"]["resumed_from_step"] == published
+
+
+@pytest.mark.slow
+def test_a_job_on_two_ranks_stops_together_and_resumes(store, s3_env, start_service, smollm2_dir):
+    """MESHAI_TRAIN_PROCS=2: what a trainer with two GPUs does, here as two CPU processes (gloo on loopback)."""
+    run, prefix = "ddp-1", "runs/ddp-1/train/checkpoints"
+    rows = [(f"what is on channel {i}?", f"Send /channel {i} to see it.") for i in range(24)]
+    request = trainer_pb2.TrainRequest(run_id=run, train=_ref(store, f"runs/{run}/data/train.jsonl", rows),
+                                       val=_ref(store, f"runs/{run}/data/val.jsonl", rows[:4]),
+                                       config_yaml=CONFIG.format(base=smollm2_dir))
+    svc = start_service("trainer", s3_env | {"MESHAI_TRAIN_PROCS": "2"})
+    svc.wait_health(timeout=90)
+    stub = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(svc.addr))
+    stub.Submit(request, timeout=60)
+    job = _wait(stub, lambda j: j.last_event.step >= 2 or j.state == State.JOB_STATE_FAILED, run=run)
+    assert job.state != State.JOB_STATE_FAILED, job.error  # rank 0's progress reaches the job
+    stub.Cancel(jobs_pb2.CancelJobRequest(job_id=f"{run}/train"), timeout=30)
+    job = _wait(stub, lambda j: j.state in (State.JOB_STATE_CANCELLED, State.JOB_STATE_SUCCEEDED,
+                                            State.JOB_STATE_FAILED), run=run)
+    assert job.state == State.JOB_STATE_CANCELLED, job.error
+    stopped = checkpoint.step_of(checkpoint.remote(store, prefix)[-1])  # both ranks stopped after one step
+    assert 2 <= stopped < 12
+
+    stub.Submit(request, timeout=60)
+    job = _wait(stub, lambda j: j.state in (State.JOB_STATE_SUCCEEDED, State.JOB_STATE_FAILED), run=run)
+    assert job.state == State.JOB_STATE_SUCCEEDED, job.error
+    metrics = job.train.metrics
+    assert metrics["world_size"] == 2 and metrics["resumed_from_step"] == stopped and metrics["steps"] == 12
+    log = [json.loads(x) for x in store.get_bytes(f"runs/{run}/train/train_log.jsonl").decode().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 13))
+    assert store.exists(f"runs/{run}/train/merged/model.safetensors")
+    assert checkpoint.remote(store, prefix)[-1] == "checkpoint-000012"
 
 
 def test_an_s3_base_is_fetched_checked_and_resolvable(store, smollm2_dir, tmp_path):

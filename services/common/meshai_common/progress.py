@@ -27,6 +27,29 @@ class Progress:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def progress_postfix(message: str, loss: float | None, tokens_per_s: float | None,
+                     metrics: dict[str, float]) -> dict[str, str]:
+    """What a progress bar shows beside step/total: the same fields for the CLI and the pipeline's watch."""
+    post: dict[str, str] = {}
+    if loss is not None:
+        post["loss"] = f"{loss:.3f}"
+    if "val_loss" in metrics:
+        post["val"] = f"{metrics['val_loss']:.3f}"
+    if "lr" in metrics:
+        post["lr"] = f"{metrics['lr']:.2e}"
+    if "epoch" in metrics:
+        post["ep"] = f"{metrics['epoch']:.2f}"
+    if tokens_per_s:
+        post["tok/s"] = f"{tokens_per_s:.0f}"
+    if "rss_mb" in metrics:
+        post["mem"] = f"{metrics['rss_mb']:.0f}MB"
+    if "cuda_max_mb" in metrics:
+        post["gpu"] = f"{metrics['cuda_max_mb']:.0f}MB"
+    if message and not message.startswith("epoch"):  # "epoch N" is already in ep
+        post["msg"] = message[:40]
+    return post
+
+
 class JobContext(Protocol):
     workdir: Path
 

@@ -8,6 +8,7 @@ Data-parallel on one machine (N GPUs, or N CPU processes with gloo):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from meshai_common.errors import Cancelled, InvalidInput, MeshAIError
-from meshai_common.progress import LocalContext, Progress
+from meshai_common.progress import LocalContext, Progress, progress_postfix
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="auto: continue from the newest checkpoint in OUTPUT_DIR/checkpoints if there is one; "
                         "never: start over (old checkpoints are removed); or a checkpoint folder")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--checkpoint-prefix", metavar="PREFIX",
+                   help="also publish each checkpoint to the bucket (MESHAI_S3_*) under PREFIX")
+    r.add_argument("--base-out", type=Path, metavar="DIR",
+                   help="also write the untouched base as an HF folder (the quantizer's baseline)")
+    r.add_argument("--events", type=Path, metavar="FILE",
+                   help="append progress and the final metrics to FILE as JSON lines (rank 0)")
     r.set_defaults(func=cmd_run)
 
 
@@ -57,45 +64,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 class BarContext(LocalContext):
-    """LocalContext plus a progress bar: step/total, loss, lr, tokens/s, memory, ETA."""
+    """LocalContext plus a progress bar (step/total, loss, lr, tokens/s, memory, ETA) and an optional events file."""
 
-    def __init__(self, workdir: Path, enabled: bool) -> None:
+    def __init__(self, workdir: Path, enabled: bool, events: Path | None = None) -> None:
         from tqdm import tqdm
 
         super().__init__(workdir)
         self.bar = tqdm(total=0, desc="train", unit="step", disable=not enabled, dynamic_ncols=True,
                         file=sys.stderr)
+        self.events_file = open(events, "a", encoding="utf-8") if events else None  # noqa: SIM115 - closed in close()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.events_file is not None:
+            self.events_file.write(json.dumps(event) + "\n")
+            self.events_file.flush()
 
     def report(self, progress: Progress) -> None:
         super().report(progress)
+        self.emit({"progress": dataclasses.asdict(progress)})
         if progress.total and self.bar.total != progress.total:
             self.bar.total = progress.total
         if progress.step:
             self.bar.n = progress.step
-        m = progress.metrics
-        post: dict[str, Any] = {}
-        if progress.loss is not None:
-            post["loss"] = f"{progress.loss:.3f}"
-        if "lr" in m:
-            post["lr"] = f"{m['lr']:.2e}"
-        if progress.tokens_per_s:
-            post["tok/s"] = f"{progress.tokens_per_s:.0f}"
-        if "rss_mb" in m:
-            post["mem"] = f"{m['rss_mb']:.0f}MB"
-        if "cuda_max_mb" in m:
-            post["gpu"] = f"{m['cuda_max_mb']:.0f}MB"
-        if "val_loss" in m:
-            post["val"] = f"{m['val_loss']:.3f}"
-        if progress.message and not progress.message.startswith("epoch"):
-            post["msg"] = progress.message[:40]
-        elif progress.message:
-            post["ep"] = f"{m.get('epoch', 0):.2f}"
+        post = progress_postfix(progress.message, progress.loss, progress.tokens_per_s, progress.metrics)
         if post:
             self.bar.set_postfix(post, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
+        if self.events_file is not None:
+            self.events_file.close()
 
 
 def _resume_point(choice: str, ckpt_dir: Path, main: bool) -> Path | None:
@@ -142,7 +141,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     resume = _resume_point(args.resume, ckpt_dir, main)
     if resume is not None and main:
         print(f"resuming from {resume}", file=sys.stderr)
-    ctx = BarContext(out / ".work", enabled=main and not args.no_progress)
+    ctx = BarContext(out / ".work", enabled=main and not args.no_progress, events=args.events if main else None)
+    on_checkpoint = None
+    if args.checkpoint_prefix and main:
+        from meshai_common.store import ArtifactStore
+        from meshai_trainer import checkpoint
+
+        store = ArtifactStore.from_env()
+
+        def on_checkpoint(path: Path) -> None:
+            checkpoint.sync(store, path, args.checkpoint_prefix, cfg.save_total_limit)
 
     # The first Ctrl-C stops after the current step and writes a checkpoint; a second one aborts at once.
     def interrupt(_sig: int, _frame: Any) -> None:
@@ -152,7 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        metrics = train(cfg, train_path, args.val, out, ctx, checkpoint_dir=ckpt_dir, resume_from=resume)
+        metrics = train(cfg, train_path, args.val, out, ctx, base_out=args.base_out, checkpoint_dir=ckpt_dir,
+                        resume_from=resume, on_checkpoint=on_checkpoint)
+        ctx.emit({"metrics": metrics})
     except Cancelled:
         print(f"stopped; the same command resumes from {ckpt_dir}", file=sys.stderr)
         return 130

@@ -277,6 +277,58 @@ def _check_model(cfg: TrainConfig, source: str, lines: dict[str, int], report: R
     if info.max_positions and cfg.sequence_len > info.max_positions:
         report.problems.append(f"{at('sequence_len')}: sequence_len: {cfg.sequence_len} is longer than the "
                                f"model's context ({info.max_positions})")
+    if not report.problems:
+        _check_template(cfg, at, report)
+
+
+# Enough conversations to see how the template and sequence_len treat the data, in seconds, not minutes.
+TEMPLATE_SAMPLE = 5000
+
+
+def _check_template(cfg: TrainConfig, at: Any, report: Report) -> None:
+    """The chat template renders the data the way training will, and sequence_len fits it."""
+    import statistics
+
+    from meshai_trainer.batches import encode, set_chat_template
+    from meshai_trainer.model import load_tokenizer
+
+    try:
+        tok = load_tokenizer(cfg.base_model)
+    except NotFound as exc:
+        report.notes.append(f"{at('base_model')}: chat template not checked: {exc}")
+        return
+    try:
+        set_chat_template(tok, cfg.chat_template, cfg.chat_template_jinja)
+    except InvalidInput as exc:
+        report.problems.append(f"{at('chat_template')}: {exc}")
+        return
+    report.facts.append(f"chat template: {cfg.chat_template or 'tokenizer_default'}")
+    lengths, answers = [], []
+    for ds in cfg.datasets:
+        for n, msgs, _ in iter_messages(Path(ds.path)):
+            if msgs is None:
+                continue
+            try:
+                ex = encode(tok, msgs, 1 << 30)
+            except Exception as exc:  # noqa: BLE001 - a template that fails on this data is what we report
+                report.problems.append(f"{ds.path}:{n}: the chat template cannot render this conversation: {exc}")
+                return
+            lengths.append(len(ex.ids))
+            answers.append(sum(1 for label in ex.labels if label >= 0))
+            if len(lengths) >= TEMPLATE_SAMPLE:
+                break
+    if not lengths:
+        return
+    cut = sum(1 for n in lengths if n > cfg.sequence_len)
+    report.facts.append(f"tokens per example ({len(lengths)} checked with the chat template): median "
+                        f"{statistics.median(lengths):.0f}, max {max(lengths)}; answer tokens median "
+                        f"{statistics.median(answers):.0f}")
+    if cut:
+        share = cut / len(lengths)
+        line = (f"{at('sequence_len')}: sequence_len: {cut} of {len(lengths)} examples ({share:.1%}) are longer "
+                f"than {cfg.sequence_len} tokens and will be cut (longest {max(lengths)})")
+        # A few long outliers are normal; cutting many answers teaches the model to stop mid-sentence.
+        (report.problems if share > 0.05 else report.notes).append(line)
 
 
 def _check_hardware(cfg: TrainConfig, report: Report) -> None:

@@ -61,6 +61,22 @@ def base_key(spec: str) -> str:
     return f"{safe}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 
+def load_tokenizer(spec: str) -> Any:
+    """The base's tokenizer alone (no weights): what `train validate` renders the data with."""
+    from transformers import AutoTokenizer
+
+    if spec.startswith("s3://"):
+        raise NotChecked(f"base_model {spec}: fetched by the trainer service")
+    where, kwargs = _source(spec)
+    local = kwargs or Path(where).exists()
+    try:
+        return AutoTokenizer.from_pretrained(where, **kwargs, **({} if local else {"local_files_only": True}))
+    except OSError as exc:
+        if local:
+            raise NotFound(f"base_model {spec!r}: no tokenizer: {str(exc).splitlines()[0]}") from None
+        raise NotChecked(f"base_model {spec!r}: tokenizer not in the local HF cache") from None
+
+
 def load_base(spec: str, dtype: Any = None, *, device: Any = None,
               attn_implementation: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) for a base spec; the model is dequantized to `dtype` (fp32 by default)."""

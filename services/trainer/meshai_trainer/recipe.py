@@ -395,7 +395,16 @@ def train(cfg: TrainConfig, train_path: Path, val_path: Path | None, out_dir: Pa
         while step < plan["total"]:
             if bi >= len(order):
                 epoch, bi, order = epoch + 1, 0, new_order()
-            ctx.check_cancelled()
+            stop = 0.0
+            if world.active:
+                # Ranks must stop at the same step or one waits forever in the all-reduce: each says whether
+                # it was asked to stop, the flags travel with the gradients, and all stop after this step.
+                try:
+                    ctx.check_cancelled()
+                except Cancelled:
+                    stop = 1.0
+            else:
+                ctx.check_cancelled()
             group = order[bi:bi + per_step]
             loss_sum, step_real, step_size = 0.0, 0, 0
             for k, b in enumerate(group[world.rank::world.size]):
@@ -415,8 +424,8 @@ def train(cfg: TrainConfig, train_path: Path, val_path: Path | None, out_dir: Pa
                 step_size += batch.size
             box_elapsed = time.monotonic() - started
             if world.active:  # gradients, loss and token counts summed over ranks; the time box agrees on one clock
-                loss_sum, step_real, step_size, box_elapsed = distributed.sum_grads_and(
-                    world, params, [loss_sum, step_real, step_size, box_elapsed])
+                loss_sum, step_real, step_size, box_elapsed, stop = distributed.sum_grads_and(
+                    world, params, [loss_sum, step_real, step_size, box_elapsed, stop])
                 box_elapsed /= world.size
             if scaler is not None:
                 scaler.unscale_(optim)
@@ -457,6 +466,8 @@ def train(cfg: TrainConfig, train_path: Path, val_path: Path | None, out_dir: Pa
                 validate()
             if save_every and step % save_every == 0:
                 save_checkpoint()
+            if stop:
+                raise Cancelled("job cancelled")
     except Cancelled:  # raised between steps (the CLI turns Ctrl-C into a cancel), so the state is whole
         save_checkpoint()  # a resubmitted job continues from here
         raise

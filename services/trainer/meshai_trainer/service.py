@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 import time
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -41,6 +43,7 @@ def _config(req: trainer_pb2.TrainRequest):
 
 
 def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.TrainResult, str]:
+    from meshai_trainer.launch import ranks_for_job
     from meshai_trainer.model import base_key, fetch_s3_base
     from meshai_trainer.recipe import train
 
@@ -53,21 +56,25 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
     base_dir = None if cached else ctx.workdir / "base"
     out = ctx.workdir / "out"
     # The bucket is the record of checkpoints: a killed process may have left newer, unpublished ones here.
-    ckpt_dir = ctx.workdir / "checkpoints"
+    ckpt_dir = out / "checkpoints"
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     ckpt_prefix = checkpoint_prefix(ctx)
     resume = checkpoint.fetch_latest(ctx.store, ckpt_prefix, ckpt_dir)
     if resume is not None:
         ctx.report(Progress(message=f"resuming from {resume.name}"))
-    run_cfg = cfg
-    if cfg.base_model.startswith("s3://"):  # an HF folder in a bucket: downloaded (sha256-checked) per job
-        ctx.report(Progress(message=f"fetching {cfg.base_model}"))
-        local = fetch_s3_base(cfg.base_model, ctx.store, ctx.workdir / "base-model")
-        run_cfg = cfg.model_copy(update={"base_model": str(local)})
-    metrics = train(run_cfg, train_path, val_path, out, ctx, base_out=base_dir, checkpoint_dir=ckpt_dir,
-                    resume_from=resume,
-                    on_checkpoint=lambda path: checkpoint.sync(ctx.store, path, ckpt_prefix,
-                                                               cfg.save_total_limit))
+    ranks = ranks_for_job()
+    if ranks > 1:  # one process per GPU; they fetch an s3:// base and publish checkpoints themselves
+        metrics = _train_ranks(req, ranks, ctx, train_path, val_path, out, base_dir, ckpt_prefix)
+    else:
+        run_cfg = cfg
+        if cfg.base_model.startswith("s3://"):  # an HF folder in a bucket: downloaded (sha256-checked) per job
+            ctx.report(Progress(message=f"fetching {cfg.base_model}"))
+            local = fetch_s3_base(cfg.base_model, ctx.store, ctx.workdir / "base-model")
+            run_cfg = cfg.model_copy(update={"base_model": str(local)})
+        metrics = train(run_cfg, train_path, val_path, out, ctx, base_out=base_dir, checkpoint_dir=ckpt_dir,
+                        resume_from=resume,
+                        on_checkpoint=lambda path: checkpoint.sync(ctx.store, path, ckpt_prefix,
+                                                                   cfg.save_total_limit))
     ctx.check_cancelled()
     t_upload = time.monotonic()
     merged = ctx.store.put_dir(out / "merged", f"{ctx.prefix}/merged")
@@ -93,6 +100,24 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
         if isinstance(v, int | float):
             result.metrics[k] = float(v)
     return result, manifest.key
+
+
+def _train_ranks(req: trainer_pb2.TrainRequest, ranks: int, ctx: RunContext, train_path: Path, val_path: Path,
+                 out: Path, base_dir: Path | None, ckpt_prefix: str) -> dict[str, Any]:
+    """The same training as `train(...)`, as `ranks` data-parallel processes (see launch.py)."""
+    config = req.config_name or "cpu-smollm2"
+    if req.config_yaml:
+        config = str(ctx.workdir / "config.yaml")
+        (ctx.workdir / "config.yaml").write_text(req.config_yaml)
+    args = [config, "--train", str(train_path), "--val", str(val_path), "--output-dir", str(out),
+            "--resume", "auto", "--checkpoint-prefix", ckpt_prefix]
+    args += [x for k, v in req.overrides.items() for x in ("--set", f"{k}={v}")]
+    if base_dir is not None:
+        args += ["--base-out", str(base_dir)]
+    ctx.report(Progress(message=f"training on {ranks} processes"))
+    from meshai_trainer.launch import run_ranks
+
+    return run_ranks(ranks, args, ctx.workdir / "ranks", ctx)
 
 
 class TrainerServicer(JobServicerMixin, trainer_pb2_grpc.TrainerServiceServicer):

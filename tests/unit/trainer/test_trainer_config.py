@@ -121,6 +121,25 @@ def test_model_checks_name_what_is_missing(tmp_path, smollm2_dir):
     assert validate_config(cfg) == [f"{cfg}:1: base_model ./no/such/folder: no such folder"]
 
 
+def test_the_chat_template_is_rendered_on_the_data(tmp_path, smollm2_dir, chat_data):
+    from meshai_trainer.config import check_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base_model: {smollm2_dir}\ndatasets:\n  - path: {chat_data[0]}\nmicro_batch_size: 2\n"
+                   "sequence_len: 256\n")
+    report = check_config(cfg)
+    assert report.problems == []
+    assert "chat template: tokenizer_default" in report.facts
+    assert any(f.startswith("tokens per example (16 checked with the chat template): median") for f in report.facts)
+    # Most answers cut short by sequence_len: a problem naming the key's line, the share and the longest.
+    cfg.write_text(cfg.read_text().replace("sequence_len: 256", "sequence_len: 12"))
+    [problem] = check_config(cfg).problems
+    assert problem.startswith(f"{cfg}:5: sequence_len: 16 of 16 examples (100.0%) are longer than 12 tokens")
+    cfg.write_text(cfg.read_text() + "chat_template: jinja\nchat_template_jinja: '{{ messages[0].nope() }}'\n")
+    [problem] = check_config(cfg).problems
+    assert f"{chat_data[0]}:1: the chat template cannot render this conversation" in problem
+
+
 def test_sizes_are_checked_against_the_data(tmp_path, chat_data):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"datasets:\n  - path: {chat_data[1]}\nmicro_batch_size: 4\ngradient_accumulation_steps: 2\n")

@@ -1,0 +1,124 @@
+"""Run one training as N data-parallel ranks on this machine: what the trainer service does with N GPUs.
+
+Each rank is `python -m meshai_trainer.cli train run ...` with the environment torchrun would give it (RANK,
+LOCAL_RANK, WORLD_SIZE), meeting the others through a rendezvous file rather than torchrun's TCP store, which
+listens on every interface. Rank 0 writes its progress and metrics as JSON lines to an events file that the
+launcher relays to the job; it publishes each checkpoint to the bucket itself, so a checkpoint is uploaded
+before a later one can prune it. A cancelled job sends every rank SIGINT: they agree to stop after the same
+step, rank 0 saves and publishes a checkpoint, and all exit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from meshai_common.errors import Cancelled, ConfigError, MeshAIError
+from meshai_common.progress import JobContext, Progress
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+# After SIGINT a rank finishes its step and writes a checkpoint; past this it is killed.
+STOP_GRACE_S = 300.0
+
+
+def ranks_for_job() -> int:
+    """MESHAI_TRAIN_PROCS: a number, or `auto` (the default): one rank per visible GPU, one on a CPU-only host."""
+    raw = os.environ.get("MESHAI_TRAIN_PROCS", "auto").strip().lower() or "auto"
+    if raw == "auto":
+        try:
+            import torch
+
+            return max(1, torch.cuda.device_count())
+        except ImportError:
+            return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"environment variable MESHAI_TRAIN_PROCS={raw!r} must be a positive number or auto")
+    return int(raw)
+
+
+def _relay(events: Path, offset: int, ctx: JobContext, result: dict[str, Any]) -> int:
+    """Report the events rank 0 appended since `offset`; returns the new offset."""
+    if not events.exists():
+        return offset
+    with open(events, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next poll
+    for line in data[:end].splitlines():
+        event = json.loads(line)
+        if "progress" in event:
+            ctx.report(Progress(**event["progress"]))
+        if "metrics" in event:
+            result.update(event["metrics"])
+    return offset + end
+
+
+def _stop(procs: list[subprocess.Popen], sig: int, grace: float) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_ranks(n: int, args: list[str], workdir: Path, ctx: JobContext, *,
+              stop_grace_s: float = STOP_GRACE_S) -> dict[str, Any]:
+    """Train with `n` ranks (`args` follow `train run`); returns rank 0's metrics. Raises Cancelled or MeshAIError."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    events = workdir / "events.jsonl"
+    rendezvous = workdir / "rendezvous"
+    for stale in (events, rendezvous):
+        stale.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "meshai_trainer.cli", "train", "run", *args, "--no-progress"]
+    procs, logs = [], []
+    for rank in range(n):
+        env = os.environ | {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(n),
+                            "MESHAI_DIST_INIT": f"file://{rendezvous}", "PYTHONUNBUFFERED": "1",
+                            # Every rank is on this machine: gloo (CPU ranks) needs no other interface.
+                            "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+        logs.append(workdir / f"rank{rank}.log")
+        with open(logs[-1], "wb") as out:
+            procs.append(subprocess.Popen([*argv, *(["--events", str(events)] if rank == 0 else [])],
+                                          env=env, stdout=out, stderr=subprocess.STDOUT))
+    result: dict[str, Any] = {}
+    offset = 0
+    try:
+        while any(p.poll() is None for p in procs):
+            offset = _relay(events, offset, ctx, result)
+            failed = [r for r, p in enumerate(procs) if p.returncode not in (None, 0, 130)]
+            if failed:  # the others would wait in the next all-reduce forever
+                _stop(procs, signal.SIGKILL, 10)
+                break
+            try:
+                ctx.check_cancelled()
+            except Cancelled:
+                _stop(procs, signal.SIGINT, stop_grace_s)
+                raise
+            time.sleep(POLL_S)
+    except BaseException:
+        _stop(procs, signal.SIGKILL, 10)
+        raise
+    _relay(events, offset, ctx, result)
+    codes = [p.returncode for p in procs]
+    if all(c == 0 for c in codes) and result:
+        return result
+    rank = next((r for r, c in enumerate(codes) if c not in (0, 130)), 0)
+    tail = logs[rank].read_text(errors="replace")[-4000:].strip()
+    log.error("training rank failed", extra={"rank": rank, "exit": codes[rank], "log_tail": tail})
+    last = tail.splitlines()[-1] if tail else "no output"
+    raise MeshAIError(f"training rank {rank} of {n} exited {codes[rank]}: {last}")
