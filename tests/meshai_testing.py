@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from meshai_common.process import LoggedProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "services" / "data" / "meshai_data" / "samples"
@@ -26,9 +27,9 @@ class ServiceProcess:
         if name == "gateway":
             self.http_port = free_port()
             extra |= {"MESHAI_HTTP_LISTEN": f"127.0.0.1:{self.http_port}"}
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", f"meshai_{name}"], env=os.environ | env | extra,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self._child = LoggedProcess([sys.executable, "-m", f"meshai_{name}"], self.log_path,
+                                    env=os.environ | env | extra)
+        self.proc = self._child.proc
 
     def wait_health(self, want: str = "SERVING", timeout: float = 60.0) -> str:
         from meshai_common.healthcheck import is_serving
@@ -45,15 +46,7 @@ class ServiceProcess:
         raise AssertionError(f"{self.name} health stayed {status!r}, wanted {want}: {self.log()[-3000:]}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self._child.log()
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        return self._child.stop(timeout=timeout)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import statistics
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ import httpx
 from meshai_common.config import S3Settings
 from meshai_common.embedded import embedded_gguf
 from meshai_common.errors import MeshAIError, NotFound
+from meshai_common.process import LoggedProcess
 from meshai_common.prompts import meshmaster_prompt
 from meshai_common.store import ArtifactStore
 from meshai_orchestrator.stack import free_port
@@ -129,7 +128,7 @@ class LocalS3:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: LoggedProcess | None = None
         self.settings: S3Settings | None = None
 
     def __enter__(self) -> S3Settings:
@@ -141,21 +140,20 @@ class LocalS3:
         data = self.home / "s3"
         data.mkdir(parents=True, exist_ok=True)
         access, secret = "bench", uuid.uuid4().hex
-        self._log = open(self.home / "weed.log", "wb")  # noqa: SIM115 - closed in __exit__
-        self.proc = subprocess.Popen(
+        self.proc = LoggedProcess(
             [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={ports['s3']}",
              f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
              f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", "-admin.ui=false",
              "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"],
-            env=os.environ | {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret},
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.home / "weed.log", env=os.environ | {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret},
+            new_session=True,
         )
         self.settings = S3Settings(f"127.0.0.1:{ports['s3']}", access, secret, "meshai")
         store = ArtifactStore(self.settings)
         deadline = time.monotonic() + 90
         while True:  # a write and a read: SeaweedFS answers metadata calls before its volume is up
-            if self.proc.poll() is not None:
-                raise SystemExit(f"SeaweedFS exited: {(self.home / 'weed.log').read_text()[-2000:]}")
+            if not self.proc.alive():
+                raise SystemExit(f"SeaweedFS exited: {self.proc.log()[-2000:]}")
             try:
                 store.ensure_bucket()
                 store.put_bytes(b"ok", "_probe/ready")
@@ -167,14 +165,8 @@ class LocalS3:
                 time.sleep(0.5)
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
+        if self.proc is not None:
+            self.proc.stop(timeout=15)
 
 
 class GatewayProcess:
@@ -200,8 +192,8 @@ class GatewayProcess:
             assert gguf is not None
             argv = [sys.executable, "-m", "meshai_gateway.cli", "--model", str(gguf), "--host", "127.0.0.1",
                     "--port", str(self.http_port), "--log-level", "warning", *(args or [])]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._child = LoggedProcess(argv, self.log_path, env=full_env)
+        self.proc = self._child.proc
 
     @property
     def pid(self) -> int:
@@ -222,19 +214,11 @@ class GatewayProcess:
         raise SystemExit(f"gateway not answering {path} after {timeout:.0f}s: {self.log()[-3000:]}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self._child.log()
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (drain, then exit), as an orchestrator stops it; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        return self._child.stop(timeout=timeout)
 
 
 def read_ndjson(resp: httpx.Response) -> tuple[str, dict[str, Any], list[str]]:

@@ -224,7 +224,11 @@ class GenerationService:
         slots = settings.generation_slots
         self.scheduler = Scheduler(slots, settings.max_queue, settings.queue_timeout_s,
                                    on_change=metrics.queue_changed)
-        self.executor = ThreadPoolExecutor(max_workers=slots + 1, thread_name_prefix="generate")
+        # Exactly one thread per slot, so generations keep running on the same threads: llama.cpp's CPU
+        # backend (OpenMP) keeps a team of worker threads per calling thread, and a spare executor thread that
+        # took every other request gave the model two teams fighting over the cores (25-40 % slower decoding
+        # on 2 cores, measured with services/gateway/benchmarks/bench_latency.py).
+        self.executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="generate")
 
     def serves(self, name: str) -> bool:
         return base_name(name) in self.names

@@ -14,13 +14,13 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from meshai_common.errors import Cancelled, ConfigError, MeshAIError
+from meshai_common.process import LoggedProcess, stop_all
 from meshai_common.progress import JobContext, Progress
 
 log = logging.getLogger(__name__)
@@ -62,19 +62,6 @@ def _relay(events: Path, offset: int, ctx: JobContext, result: dict[str, Any]) -
     return offset + end
 
 
-def _stop(procs: list[subprocess.Popen], sig: int, grace: float) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(sig)
-    deadline = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def run_ranks(n: int, args: list[str], workdir: Path, ctx: JobContext, *,
               stop_grace_s: float = STOP_GRACE_S) -> dict[str, Any]:
     """Train with `n` ranks (`args` follow `train run`); returns rank 0's metrics. Raises Cancelled or MeshAIError."""
@@ -85,40 +72,34 @@ def run_ranks(n: int, args: list[str], workdir: Path, ctx: JobContext, *,
     for stale in (events, rendezvous):
         stale.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "meshai_trainer.cli", "train", "run", *args, "--no-progress"]
-    procs, logs = [], []
+    procs = []
     for rank in range(n):
         env = os.environ | {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(n),
                             "MESHAI_DIST_INIT": f"file://{rendezvous}", "PYTHONUNBUFFERED": "1",
                             # Every rank is on this machine: gloo (CPU ranks) needs no other interface.
                             "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
-        logs.append(workdir / f"rank{rank}.log")
-        with open(logs[-1], "wb") as out:
-            procs.append(subprocess.Popen([*argv, *(["--events", str(events)] if rank == 0 else [])],
-                                          env=env, stdout=out, stderr=subprocess.STDOUT))
+        procs.append(LoggedProcess([*argv, *(["--events", str(events)] if rank == 0 else [])],
+                                   workdir / f"rank{rank}.log", env=env))
     result: dict[str, Any] = {}
     offset = 0
     try:
-        while any(p.poll() is None for p in procs):
+        while any(p.alive() for p in procs):
             offset = _relay(events, offset, ctx, result)
-            failed = [r for r, p in enumerate(procs) if p.returncode not in (None, 0, 130)]
-            if failed:  # the others would wait in the next all-reduce forever
-                _stop(procs, signal.SIGKILL, 10)
-                break
+            if any(p.returncode not in (None, 0, 130) for p in procs):  # the others would wait in the next
+                break                                                    # all-reduce forever
             try:
                 ctx.check_cancelled()
             except Cancelled:
-                _stop(procs, signal.SIGINT, stop_grace_s)
+                stop_all(procs, signal.SIGINT, stop_grace_s)
                 raise
             time.sleep(POLL_S)
-    except BaseException:
-        _stop(procs, signal.SIGKILL, 10)
-        raise
+    finally:
+        codes = stop_all(procs, signal.SIGKILL, 10)  # no-op for ranks that exited; closes their logs
     _relay(events, offset, ctx, result)
-    codes = [p.returncode for p in procs]
     if all(c == 0 for c in codes) and result:
         return result
     rank = next((r for r, c in enumerate(codes) if c not in (0, 130)), 0)
-    tail = logs[rank].read_text(errors="replace")[-4000:].strip()
+    tail = procs[rank].log()[-4000:].strip()
     log.error("training rank failed", extra={"rank": rank, "exit": codes[rank], "log_tail": tail})
     last = tail.splitlines()[-1] if tail else "no output"
     raise MeshAIError(f"training rank {rank} of {n} exited {codes[rank]}: {last}")
