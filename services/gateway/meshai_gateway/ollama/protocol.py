@@ -20,6 +20,20 @@ Int = Annotated[int, BeforeValidator(_integral)]
 # only make the sampler misbehave; Ollama's own clients never come near them.
 INT32 = (1 << 31) - 1
 INT64 = (1 << 63) - 1
+STOP_CHARS = 256
+
+
+def stop_sequences(v: list[str] | str | None, most: int) -> list[str] | None:
+    """`stop` as a list (one string is one sequence), with a cap on how many and how long: each is checked
+    against the text after every token."""
+    if v is None:
+        return None
+    stops = [v] if isinstance(v, str) else v
+    if len(stops) > most:
+        raise ValueError(f"at most {most} stop sequences")
+    if any(len(s) > STOP_CHARS for s in stops):
+        raise ValueError(f"a stop sequence is at most {STOP_CHARS} characters")
+    return stops
 
 
 class _Strict(BaseModel):
@@ -54,14 +68,8 @@ class Options(_Strict):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v: list[str] | str | None) -> list[str] | None:
-        if v is None:
-            return None
-        stops = [v] if isinstance(v, str) else v
-        if len(stops) > 16:
-            raise ValueError("at most 16 stop sequences")
-        if any(len(s) > 256 for s in stops):
-            raise ValueError("a stop sequence is at most 256 characters")
-        return [s for s in stops if s]
+        stops = stop_sequences(v, 16)
+        return [s for s in stops if s] if stops is not None else None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

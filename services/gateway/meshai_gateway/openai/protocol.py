@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from meshai_gateway.ollama.protocol import INT32, INT64, Int
+from meshai_gateway.ollama.protocol import INT32, INT64, Int, stop_sequences
 
 
 class _Strict(BaseModel):
@@ -67,11 +67,4 @@ class ChatCompletionRequest(_Strict):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v: list[str] | str | None) -> list[str] | None:
-        if v is None:
-            return None
-        stops = [v] if isinstance(v, str) else v
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences")
-        if any(len(s) > 256 for s in stops):
-            raise ValueError("a stop sequence is at most 256 characters")
-        return stops
+        return stop_sequences(v, 4)  # OpenAI's own limit
