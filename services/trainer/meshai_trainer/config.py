@@ -287,6 +287,7 @@ TEMPLATE_SAMPLE = 5000
 
 def _check_template(cfg: TrainConfig, at: Any, report: Report) -> None:
     """The chat template renders the data the way training will, and sequence_len fits it."""
+    import itertools
     import statistics
 
     from meshai_trainer.batches import encode, set_chat_template
@@ -304,19 +305,16 @@ def _check_template(cfg: TrainConfig, at: Any, report: Report) -> None:
         return
     report.facts.append(f"chat template: {cfg.chat_template or 'tokenizer_default'}")
     lengths, answers = [], []
-    for ds in cfg.datasets:
-        for n, msgs, _ in iter_messages(Path(ds.path)):
-            if msgs is None:
-                continue
-            try:
-                ex = encode(tok, msgs, 1 << 30)
-            except Exception as exc:  # noqa: BLE001 - a template that fails on this data is what we report
-                report.problems.append(f"{ds.path}:{n}: the chat template cannot render this conversation: {exc}")
-                return
-            lengths.append(len(ex.ids))
-            answers.append(sum(1 for label in ex.labels if label >= 0))
-            if len(lengths) >= TEMPLATE_SAMPLE:
-                break
+    conversations = ((ds.path, n, msgs) for ds in cfg.datasets for n, msgs, _ in iter_messages(Path(ds.path))
+                     if msgs is not None)
+    for path, n, msgs in itertools.islice(conversations, TEMPLATE_SAMPLE):
+        try:
+            ex = encode(tok, msgs, 1 << 30)
+        except Exception as exc:  # noqa: BLE001 - a template that fails on this data is what we report
+            report.problems.append(f"{path}:{n}: the chat template cannot render this conversation: {exc}")
+            return
+        lengths.append(len(ex.ids))
+        answers.append(sum(1 for label in ex.labels if label >= 0))
     if not lengths:
         return
     cut = sum(1 for n in lengths if n > cfg.sequence_len)

@@ -396,15 +396,14 @@ def train(cfg: TrainConfig, train_path: Path, val_path: Path | None, out_dir: Pa
             if bi >= len(order):
                 epoch, bi, order = epoch + 1, 0, new_order()
             stop = 0.0
-            if world.active:
+            try:
+                ctx.check_cancelled()
+            except Cancelled:
+                if not world.active:
+                    raise
                 # Ranks must stop at the same step or one waits forever in the all-reduce: each says whether
                 # it was asked to stop, the flags travel with the gradients, and all stop after this step.
-                try:
-                    ctx.check_cancelled()
-                except Cancelled:
-                    stop = 1.0
-            else:
-                ctx.check_cancelled()
+                stop = 1.0
             group = order[bi:bi + per_step]
             loss_sum, step_real, step_size = 0.0, 0, 0
             for k, b in enumerate(group[world.rank::world.size]):

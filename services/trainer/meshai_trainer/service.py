@@ -25,6 +25,7 @@ from meshai_trainer import checkpoint
 from meshai_trainer.config import load_config
 
 STAGE = "train"
+DEFAULT_CONFIG = "cpu-smollm2"  # a request naming no recipe gets the embedded default's
 CACHE_COMPLETE = "_complete.json"  # written last: the cached base folder is whole
 
 
@@ -39,7 +40,7 @@ def checkpoint_prefix(ctx: RunContext) -> str:
 def _config(req: trainer_pb2.TrainRequest):
     if req.config_yaml:
         return load_config(text=req.config_yaml, overrides=dict(req.overrides))
-    return load_config(req.config_name or "cpu-smollm2", overrides=dict(req.overrides))
+    return load_config(req.config_name or DEFAULT_CONFIG, overrides=dict(req.overrides))
 
 
 def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.TrainResult, str]:
@@ -105,7 +106,7 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
 def _train_ranks(req: trainer_pb2.TrainRequest, ranks: int, ctx: RunContext, train_path: Path, val_path: Path,
                  out: Path, base_dir: Path | None, ckpt_prefix: str) -> dict[str, Any]:
     """The same training as `train(...)`, as `ranks` data-parallel processes (see launch.py)."""
-    config = req.config_name or "cpu-smollm2"
+    config = req.config_name or DEFAULT_CONFIG
     if req.config_yaml:
         config = str(ctx.workdir / "config.yaml")
         (ctx.workdir / "config.yaml").write_text(req.config_yaml)
