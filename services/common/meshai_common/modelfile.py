@@ -2,6 +2,9 @@
 
 The quantizer writes one next to every GGUF; the gateway reads it. Only what the gateway uses is interpreted; other instructions (FROM, LICENSE, ADAPTER, MESSAGE) are kept
 for display by /api/show.
+
+How a model was trained travels as comment lines, `# meshai: key=value` (e.g. `# meshai: grounding=catalog-v1`):
+Ollama ignores comments, so `ollama create` still accepts the file, and the gateway serves the model as trained.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ PARAMETER_TYPES: dict[str, type] = {
 INSTRUCTIONS = {"FROM", "SYSTEM", "TEMPLATE", "PARAMETER", "LICENSE", "ADAPTER", "MESSAGE", "REQUIRES"}
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
 _INSTRUCTION = re.compile(r"^\s*([A-Za-z]+)\s+(.*)$", re.DOTALL)
+_EXTENSION = re.compile(r"^\s*#\s*meshai:\s*([a-z_]+)\s*=\s*(\S*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Modelfile:
     system: str | None = None
     template: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    extensions: dict[str, str] = field(default_factory=dict)  # `# meshai: key=value` lines
 
 
 def _unquote(value: str) -> str:
@@ -50,11 +55,16 @@ def parse_modelfile(text: str, source: str = "Modelfile") -> Modelfile:
     system: str | None = None
     template: str | None = None
     from_ = ""
+    extensions: dict[str, str] = {}
     i = 0
     while i < len(lines):
         line = lines[i]
         lineno = i + 1
         i += 1
+        ext = _EXTENSION.match(line)
+        if ext:
+            extensions[ext.group(1)] = ext.group(2)
+            continue
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         match = _INSTRUCTION.match(line)
@@ -98,12 +108,14 @@ def parse_modelfile(text: str, source: str = "Modelfile") -> Modelfile:
             else:
                 params[key] = parsed
         # LICENSE, ADAPTER, MESSAGE, REQUIRES: kept in the text only
-    return Modelfile(text=text, from_=from_, system=system, template=template, parameters=params)
+    return Modelfile(text=text, from_=from_, system=system, template=template, parameters=params,
+                     extensions=extensions)
 
 
 def render_modelfile(mf: Modelfile, from_: str) -> str:
     """A Modelfile describing what is served (for /api/show when the model came without one)."""
-    out = [f"FROM {from_}"]
+    out = [f"# meshai: {k}={v}" for k, v in sorted(mf.extensions.items())]
+    out.append(f"FROM {from_}")
     if mf.template is not None:
         out.append(f'TEMPLATE """{mf.template}"""')
     if mf.system is not None:
@@ -114,7 +126,7 @@ def render_modelfile(mf: Modelfile, from_: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def default_modelfile(from_: str, system: str | None = None) -> str:
+def default_modelfile(from_: str, system: str | None = None, extensions: dict[str, str] | None = None) -> str:
     """The Modelfile shipped next to a quantized model: `ollama create NAME -f Modelfile` works with it, and the
     gateway takes its SYSTEM and PARAMETER defaults. The chat template is the one inside the GGUF."""
     from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT
@@ -123,5 +135,6 @@ def default_modelfile(from_: str, system: str | None = None) -> str:
         system=system or DEFAULT_SYSTEM_PROMPT,
         parameters={"num_ctx": 1024, "num_predict": 80, "temperature": 0.7, "top_p": 0.9, "top_k": 40,
                     "repeat_penalty": 1.1},
+        extensions=dict(extensions or {}),
     )
     return render_modelfile(mf, from_)
