@@ -146,7 +146,8 @@ def main() -> int:
 
     from llama_cpp import Llama
 
-    from meshai_gateway.engine import Engine, GenerationRequest, TextDelta
+    from meshai_common.inference import GenerationRequest, TextDelta
+    from meshai_gateway.engine import Engine
     from meshai_gateway.model_source import LocalFileSource
     from meshai_gateway.settings import GatewaySettings
 

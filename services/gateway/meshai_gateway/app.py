@@ -18,8 +18,9 @@ from starlette.responses import JSONResponse, Response
 
 from meshai_common.errors import MeshAIError
 from meshai_gateway.auth import ApiKeyMiddleware
-from meshai_gateway.engine import Engine, EngineFactory, ModelManager
+from meshai_gateway.engine import Engine, EngineFactory
 from meshai_gateway.metrics import GatewayMetrics, MetricsMiddleware
+from meshai_gateway.model_manager import ModelManager
 from meshai_gateway.model_source import ModelSource
 from meshai_gateway.ollama.router import ollama_router
 from meshai_gateway.ollama.serving import OllamaServing

@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=None, metavar="N",
                    help="model instances generating at once, the threads split among them (default 1)")
     p.add_argument("--max-queue", type=int, default=None, help="requests that may wait for the model (default 8)")
+    p.add_argument("--constrain-commands", choices=["on", "off"], default=None,
+                   help="radio replies may only name commands of the catalog, enforced while sampling "
+                        "(default on; MESHAI_CONSTRAIN_COMMANDS)")
+    p.add_argument("--grounding", choices=["auto", "off"], default=None,
+                   help="auto: ground prompts when the Modelfile says the model was trained so (default auto; "
+                        "MESHAI_GROUNDING)")
     p.add_argument("--api-key-file", type=Path, default=None, metavar="FILE",
                    help="require `Authorization: Bearer <key>` on every route but /healthz and /readyz, the key "
                         "read from FILE (default: the MESHAI_API_KEY variable, if set; else no key)")
@@ -81,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         settings = GatewaySettings(model_name=args.name).with_overrides(
             aliases=tuple(args.alias) or None, chunk_bytes=args.chunk_bytes, max_chunks=args.max_chunks,
             num_ctx=args.num_ctx, num_threads=args.threads, num_instances=args.instances,
-            max_queue=args.max_queue, api_key=api_key,
+            max_queue=args.max_queue, api_key=api_key, grounding=args.grounding,
+            constrain_commands=None if args.constrain_commands is None else args.constrain_commands == "on",
         )
         check_gguf(args.model.expanduser())
         source = LocalFileSource(args.model, args.name, modelfile=args.modelfile, poll_interval_s=args.watch)

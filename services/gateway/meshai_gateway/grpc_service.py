@@ -14,7 +14,8 @@ from typing import Any
 import grpc
 
 from meshai.v1 import gateway_pb2, gateway_pb2_grpc
-from meshai_gateway.engine import GenerationRequest, GenerationResult, ModelManager, TextDelta
+from meshai_common.inference import GenerationRequest, GenerationResult, TextDelta
+from meshai_gateway.model_manager import ModelManager
 from meshai_gateway.service import GenerationService
 
 _END = object()

@@ -16,15 +16,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from meshai_common.errors import InvalidInput, MeshAIError, NotFound
-from meshai_gateway.engine import (
-    Engine,
-    GenerationRequest,
-    GenerationResult,
-    ModelManager,
-    PreparedRequest,
-    TextDelta,
-)
+from meshai_common.inference import GenerationRequest, GenerationResult, PreparedRequest, TextDelta
+from meshai_gateway.engine import Engine
 from meshai_gateway.metrics import GatewayMetrics
+from meshai_gateway.model_manager import ModelManager
 from meshai_gateway.scheduler import Lease, Overloaded, Scheduler
 from meshai_gateway.settings import GatewaySettings
 

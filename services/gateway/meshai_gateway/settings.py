@@ -7,10 +7,12 @@ from dataclasses import dataclass, field, replace
 
 from meshai_common.config import env, read_secret, secret_from_env
 from meshai_common.errors import ConfigError
+from meshai_common.inference import BOT_REPLY_SUFFIX, CoreSettings
 from meshai_common.radio import CHUNK_BYTES, MAX_CHUNKS
 
-# Mesh-Master appends " (Ns)" to every AI reply before chunking it; 120 s is its request timeout.
-BOT_REPLY_SUFFIX = " (120s)"
+__all__ = ["BOT_REPLY_SUFFIX", "GatewaySettings", "read_api_key"]
+ON_OFF = {"on": True, "off": False}
+GROUNDING_MODES = ("auto", "off")
 # A shorter key is guessable by brute force over the network.
 MIN_API_KEY_CHARS = 16
 
@@ -68,12 +70,20 @@ class GatewaySettings:
     # Independent llama.cpp instances of the served model: that many generations at once, the CPU threads
     # split among them (each instance holds its own copy of the weights).
     num_instances: int = 1
+    # Radio replies may only name commands of the catalog (a grammar while sampling; see
+    # meshai_common/inference/command_grammar.py).
+    constrain_commands: bool = True
+    # "auto": ground prompts (meshai_common.grounding) for a model whose Modelfile says it was trained with
+    # grounding (`# meshai: grounding=...`); "off": never.
+    grounding: str = "auto"
     # When set, every route but /healthz and /readyz needs `Authorization: Bearer <key>`.
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         problems = [f"{name}={getattr(self, name)} ({why})" for name, (least, why) in _LEAST.items()
                     if getattr(self, name) < least]
+        if self.grounding not in GROUNDING_MODES:
+            problems.append(f"grounding={self.grounding!r} (must be one of {', '.join(GROUNDING_MODES)})")
         if self.api_key is not None and len(self.api_key) < MIN_API_KEY_CHARS:
             problems.append(f"the API key is {len(self.api_key)} characters (must be >= {MIN_API_KEY_CHARS})")
         if problems:
@@ -84,6 +94,12 @@ class GatewaySettings:
         """Generations that may run at once: one per model instance."""
         return max(self.max_concurrent, self.num_instances)
 
+    def core(self) -> CoreSettings:
+        """What the generation core needs of these settings."""
+        return CoreSettings(chunk_bytes=self.chunk_bytes, max_chunks=self.max_chunks,
+                            reply_suffix=self.reply_suffix, max_predict=self.max_predict,
+                            constrain_commands=self.constrain_commands)
+
     def with_overrides(self, **changes: object) -> GatewaySettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -91,8 +107,8 @@ class GatewaySettings:
     def from_env(cls) -> GatewaySettings:
         """MESHAI_MODEL_NAME, MESHAI_MODEL_ALIASES (comma-separated), MESHAI_CHUNK_BYTES, MESHAI_MAX_CHUNKS,
         MESHAI_NUM_CTX, MESHAI_NUM_THREADS, MESHAI_NUM_INSTANCES, MESHAI_MAX_QUEUE, MESHAI_MAX_BODY_BYTES,
-        MESHAI_MAX_PROMPT_CHARS, MESHAI_MAX_PREDICT, MESHAI_API_KEY or MESHAI_API_KEY_FILE; unset ones keep
-        defaults."""
+        MESHAI_MAX_PROMPT_CHARS, MESHAI_MAX_PREDICT, MESHAI_CONSTRAIN_COMMANDS (on|off), MESHAI_GROUNDING
+        (auto|off), MESHAI_API_KEY or MESHAI_API_KEY_FILE; unset ones keep defaults."""
         ints = {
             "chunk_bytes": "MESHAI_CHUNK_BYTES",
             "max_chunks": "MESHAI_MAX_CHUNKS",
@@ -112,6 +128,16 @@ class GatewaySettings:
                     changes[name] = int(raw)
                 except ValueError:
                     raise ConfigError(f"environment variable {var}={raw!r} is not an integer") from None
+        constrain = os.environ.get("MESHAI_CONSTRAIN_COMMANDS", "").strip().lower()
+        if constrain:
+            if constrain not in ON_OFF:
+                raise ConfigError(f"environment variable MESHAI_CONSTRAIN_COMMANDS={constrain!r} must be on or off")
+            changes["constrain_commands"] = ON_OFF[constrain]
+        grounding = os.environ.get("MESHAI_GROUNDING", "").strip().lower()
+        if grounding:
+            if grounding not in GROUNDING_MODES:
+                raise ConfigError(f"environment variable MESHAI_GROUNDING={grounding!r} must be auto or off")
+            changes["grounding"] = grounding
         aliases = os.environ.get("MESHAI_MODEL_ALIASES", "").strip()
         if aliases:
             changes["aliases"] = tuple(a.strip() for a in aliases.split(",") if a.strip())

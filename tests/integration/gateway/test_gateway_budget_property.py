@@ -14,9 +14,10 @@ from collections.abc import Iterator
 import pytest
 from gateway_live import smollm2_gguf
 
+from meshai_common.inference import GenerationRequest, GenerationResult, TextDelta
 from meshai_common.prompts import meshmaster_prompt
 from meshai_common.radio import fits_budget, split_chunks, utf8_len
-from meshai_gateway.engine import Engine, GenerationRequest, GenerationResult, TextDelta
+from meshai_gateway.engine import Engine
 from meshai_gateway.model_source import LocalFileSource
 from meshai_gateway.settings import BOT_REPLY_SUFFIX, GatewaySettings
 

@@ -8,8 +8,9 @@ import threading
 import httpx
 from gateway_live import serve_app, smollm2_gguf
 
+from meshai_common.inference import GenerationRequest, GenerationResult
 from meshai_gateway.app import create_app
-from meshai_gateway.engine import Engine, GenerationRequest, GenerationResult
+from meshai_gateway.engine import Engine
 from meshai_gateway.model_source import LocalFileSource
 from meshai_gateway.settings import GatewaySettings
 
@@ -34,10 +35,10 @@ def test_two_instances_generate_at_once_and_agree_with_one() -> None:
 
     def generate(i: int) -> None:
         prep = two.prepare(GenerationRequest(prompt=prompts[i], options=GREEDY))
-        with two.instance() as llama:  # both hold an instance at the same moment, or the barrier times out
-            instances[i] = id(llama)
+        with two.instance() as backend:  # both hold an instance at the same moment, or the barrier times out
+            instances[i] = id(backend)
             inside.wait()
-            events = list(two._generate(llama, prep, threading.Event()))
+            events = list(two.core.run(prep, threading.Event(), backend=backend))
         assert isinstance(events[-1], GenerationResult)
         results[i] = events[-1].text
 

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from gateway_live import serve_app, smollm2_gguf
 
+from meshai_common.meshmaster import unknown_slash_words
 from meshai_common.radio import fits_budget, split_chunks
 from meshai_gateway.app import create_app
 from meshai_gateway.model_source import LocalFileSource
@@ -102,6 +103,26 @@ def test_bot_payload_streaming(base: str) -> None:
         reply, final = read_like_the_bot(r)
     assert final["done"] is True and final["response"] == ""
     assert_within_budget(reply, final["chunks"])
+
+
+def test_json_schema_format_is_valid_json_under_sampling(base: str) -> None:
+    """A `format` grammar, applied after sampling like the command grammar, still yields only valid JSON."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    for seed in range(3):
+        r = httpx.post(f"{base}/api/generate", timeout=120, json={
+            "model": "mesh-ai", "prompt": "Is LoRa a radio technology? Answer in JSON.", "stream": False,
+            "format": schema, "options": {"temperature": 0.7, "num_predict": 40, "seed": seed}})
+        assert r.status_code == 200
+        assert isinstance(json.loads(r.json()["response"])["ok"], bool)
+
+
+def test_bot_request_never_names_an_invented_command(base: str) -> None:
+    prompt = PROMPT.replace("How do I see which nodes are around?", "How do I use /deletemesh?")
+    for seed in range(2):
+        body = dict(bot_payload(False, seed=seed), prompt=prompt)
+        r = httpx.post(f"{base}/api/generate", json=body, timeout=120)
+        assert r.status_code == 200
+        assert unknown_slash_words(r.json()["response"]) == []
 
 
 OLLAMA_FINAL = {"model", "created_at", "response", "done", "done_reason", "total_duration", "load_duration",

@@ -1,22 +1,29 @@
-"""Test doubles for the gateway: a model source and an engine that replays scripted text (no model)."""
+"""Test doubles for the gateway: a model source, and a token backend that replays scripted text (no model).
+
+ScriptedBackend plugs into the generation core exactly where LlamaBackend does, so the gateway's Engine and
+everything above it run for real: only the tokens are made up.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 from meshai_common.errors import NotFound
-from meshai_common.modelfile import Modelfile  # noqa: F401  (re-exported for tests)
-from meshai_gateway.engine import Engine, Lifecycle, PreparedRequest, _Progress
+from meshai_common.inference import DecodeProgress, PreparedRequest
+from meshai_common.inference.llama_backend import format_grammar
+from meshai_common.modelfile import Modelfile
+from meshai_gateway.engine import Engine
 from meshai_gateway.model_source import ModelInfo, ModelSource
 from meshai_gateway.settings import GatewaySettings
 
+__all__ = ["FakeSource", "Modelfile", "Scripted", "ScriptedBackend", "scripted", "words"]
+
 
 class FakeSource(ModelSource):
-    def __init__(self, path: Path, name: str = "mesh-ai", version: str = "v1",
-                 modelfile: Modelfile | None = None) -> None:
+    def __init__(self, path, name: str = "mesh-ai", version: str = "v1", modelfile: Modelfile | None = None) -> None:
         self.path = path
         self.name = name
         self.version = version
@@ -32,37 +39,35 @@ class FakeSource(ModelSource):
                          modelfile=self.modelfile)
 
 
-class ScriptedEngine(Engine):
-    """Replays `script` piece by piece (one "token" each), `delay_s` apart; records prompts it was given."""
+class ScriptedBackend:
+    """Replays `script` piece by piece (one "token" each), `delay_s` apart. Records the prompts it tokenized
+    and every prepared request it generated for."""
 
-    script: list[str] = ["Use /nodes to see nodes heard in the last 24 hours."]
-    delay_s: float = 0.0
-    instances: list[ScriptedEngine] = []
+    n_ctx = 512
+    bos_text = ""
+    eos_text = ""
+    chat_template_source: str | None = None
 
-    def __init__(self, info: ModelInfo, settings: GatewaySettings) -> None:
-        # Placeholders stand for the llama.cpp instances a real Engine loads.
-        Lifecycle.__init__(self, [f"instance-{i}" for i in range(settings.num_instances)])
-        self.info = info
-        self.settings = settings
-        self.load_ns = 1_000
-        self.loaded_at = time.time()
+    def __init__(self, script: list[str], delay_s: float = 0.0, name: str = "instance-0") -> None:
+        self.script = list(script)
+        self.delay_s = delay_s
+        self.name = name
         self.metadata = {"general.architecture": "llama", "general.file_type": "15",
                          "general.size_label": "135M", "llama.context_length": "8192"}
-        self.n_ctx = 512
-        self.chat_template = None
-        self.bos_text = ""
-        self._grammars = {}
-        self._grammar_lock = threading.Lock()
         self.prompts: list[str] = []
-        self.unloaded = False
+        self.generated: list[PreparedRequest] = []
         self.started = threading.Event()
-        ScriptedEngine.instances.append(self)
+        self.closed = False
 
-    def _tokenize(self, prompt: str) -> list[int]:
-        self.prompts.append(prompt)
-        return list(range(len(prompt.split()) + 1))
+    def tokenize(self, text: str) -> list[int]:
+        self.prompts.append(text)
+        return list(range(len(text.split()) + 1))
 
-    def _pieces(self, llama: object, prep: PreparedRequest, cancel: threading.Event, progress: _Progress):
+    def check_format(self, spec) -> None:
+        format_grammar(spec)  # the real schema converter; the vocabulary check needs a model (integration tests)
+
+    def pieces(self, prep: PreparedRequest, cancel: threading.Event, progress: DecodeProgress) -> Iterator[str]:
+        self.generated.append(prep)
         self.started.set()
         for piece in self.script:
             if progress.first_ns is None:
@@ -79,15 +84,37 @@ class ScriptedEngine(Engine):
                 time.sleep(self.delay_s)
         progress.reason = "stop"
 
-    def _check_grammar(self, grammar: object) -> None:
-        pass  # no llama.cpp vocabulary here; the real check runs in the integration tests
-
-    def _unload(self) -> None:
-        self.unloaded = True
+    def close(self) -> None:
+        self.closed = True
 
 
-def scripted(script: list[str], delay_s: float = 0.0) -> type[ScriptedEngine]:
-    return type("Scripted", (ScriptedEngine,), {"script": script, "delay_s": delay_s})
+class Scripted:
+    """An EngineFactory: real Engines on ScriptedBackends (one per configured instance). Keeps the engines
+    it made."""
+
+    def __init__(self, script: list[str], delay_s: float = 0.0, backend: type[ScriptedBackend] = ScriptedBackend,
+                 ) -> None:
+        self.script = script
+        self.delay_s = delay_s
+        self.backend = backend
+        self.engines: list[Engine] = []
+
+    def backends(self, info: ModelInfo, settings: GatewaySettings) -> list[ScriptedBackend]:
+        return [self.backend(self.script, self.delay_s, f"instance-{i}") for i in range(settings.num_instances)]
+
+    def __call__(self, info: ModelInfo, settings: GatewaySettings) -> Engine:
+        engine = Engine(info, settings, load=self.backends)
+        self.engines.append(engine)
+        return engine
+
+
+def scripted(script: list[str], delay_s: float = 0.0) -> Scripted:
+    return Scripted(script, delay_s)
+
+
+def prompts(engine: Engine) -> list[str]:
+    """Every prompt the engine tokenized (prepare tokenizes on its first instance)."""
+    return engine.backends[0].prompts
 
 
 def words(text: str) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_fakes import FakeSource, scripted, words
+from gateway_fakes import FakeSource, prompts, scripted, words
 
 from meshai_common.modelfile import Modelfile
 from meshai_common.radio import fits_budget, split_chunks, utf8_len
@@ -146,14 +146,14 @@ def test_prompt_goes_through_the_template_with_the_default_system(tmp_path: Path
     try:
         c.post("/api/generate", json={"model": "mesh-ai", "prompt": "hello there", "stream": False})
         engine = c.app.state.manager.current
-        assert engine.prompts[-1] == "System: Be brief.\n\nUser: hello there\n\nAssistant:"
+        assert prompts(engine)[-1] == "System: Be brief.\n\nUser: hello there\n\nAssistant:"
         c.post("/api/generate", json={"model": "mesh-ai", "prompt": "hi", "system": "Pirate.", "stream": False})
-        assert engine.prompts[-1].startswith("System: Pirate.")
+        assert prompts(engine)[-1].startswith("System: Pirate.")
         c.post("/api/generate", json={"model": "mesh-ai", "prompt": "RAW TEXT", "raw": True, "stream": False})
-        assert engine.prompts[-1] == "RAW TEXT"
+        assert prompts(engine)[-1] == "RAW TEXT"
         c.post("/api/generate", json={"model": "mesh-ai", "prompt": "Q", "stream": False,
                                       "template": "{{ if .System }}[{{ .System }}] {{ end }}{{ .Prompt }} =>"})
-        assert engine.prompts[-1] == "[Be brief.] Q =>"
+        assert prompts(engine)[-1] == "[Be brief.] Q =>"
     finally:
         c.__exit__(None, None, None)
 

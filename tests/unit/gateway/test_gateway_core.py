@@ -8,13 +8,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from gateway_fakes import FakeSource, ScriptedEngine, scripted
+from gateway_fakes import FakeSource, Scripted, scripted
 
 from meshai_common.errors import InvalidInput, NotFound, Unavailable
+from meshai_common.inference import (
+    ChatMessage,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    TextDelta,
+)
+from meshai_common.inference.template import ChatTemplate, render_go_template
 from meshai_common.modelfile import parse_modelfile
-from meshai_gateway.engine import GenerationRequest, GenerationResult, ModelManager, SamplingParams, TextDelta
+from meshai_gateway.engine import Engine
+from meshai_gateway.model_manager import ModelManager
 from meshai_gateway.model_source import LocalFileSource, check_gguf
-from meshai_gateway.prompting import ChatMessage, ChatTemplate, render_go_template
 from meshai_gateway.scheduler import Overloaded, Scheduler
 from meshai_gateway.settings import GatewaySettings
 
@@ -31,10 +39,10 @@ def test_swap_keeps_in_flight_requests_on_the_old_model(tmp_path: Path) -> None:
     source.version = "v2"
     second = manager.refresh()
     assert second is not first and manager.current is second and manager.swaps == 1
-    assert not first.unloaded  # still in use
+    assert not first.closed and not any(b.closed for b in first.backends)  # still in use
     held.release()
-    assert first.unloaded  # unloaded when its last request finished
-    assert not second.unloaded
+    assert first.closed and all(b.closed for b in first.backends)  # unloaded when its last request finished
+    assert not second.closed
 
 
 def test_failed_refresh_keeps_serving_the_current_model(tmp_path: Path) -> None:
@@ -98,11 +106,11 @@ def test_scheduler_queue_timeout() -> None:
 
 # -- engine logic (scripted tokens) ---------------------------------------------------------------------
 
-def _engine(tmp_path: Path, script: list[str], **params) -> ScriptedEngine:
+def _engine(tmp_path: Path, script: list[str], delay_s: float = 0.0, **params) -> Engine:
     from gateway_fakes import Modelfile
 
-    return scripted(script)(FakeSource(tmp_path / "m.gguf", modelfile=Modelfile(parameters=params)).current(),
-                            GatewaySettings())
+    source = FakeSource(tmp_path / "m.gguf", modelfile=Modelfile(parameters=params))
+    return Scripted(script, delay_s)(source.current(), GatewaySettings())
 
 
 def test_run_yields_deltas_then_one_result(tmp_path: Path) -> None:
@@ -233,8 +241,7 @@ def test_streamed_events_come_in_batches_first_piece_at_once(tmp_path: Path) -> 
     from meshai_gateway.scheduler import Lease
     from meshai_gateway.service import FLUSH_S, Generation
 
-    engine = _engine(tmp_path, ["w "] * 40)
-    engine.delay_s = 0.005  # 200 tokens/s: several per batch
+    engine = _engine(tmp_path, ["w "] * 40, delay_s=0.005)  # 200 tokens/s: several per batch
     prep = engine.prepare(GenerationRequest(prompt="hi", options={"max_chunks": 0}))
     executor = ThreadPoolExecutor(1)
 
@@ -277,13 +284,50 @@ def test_a_request_queued_across_a_swap_runs_on_the_new_version(tmp_path: Path) 
         assert not queued.done() and service.scheduler.waiting == 1
         source.version = "v2"
         await asyncio.get_running_loop().run_in_executor(None, manager.refresh)
-        assert running.engine is old and not old.unloaded  # still generating
+        assert running.engine is old and not old.closed  # still generating
         second = await queued
         assert second.engine is manager.current and second.engine is not old
         await first
         await asyncio.sleep(0.05)  # the worker's done-callback frees the slot and the old version
-        assert old.unloaded
+        assert old.closed and all(b.closed for b in old.backends)
         await drain(second)
 
     asyncio.run(scenario())
     service.shutdown()
+
+
+# -- command grammar and grounding settings -------------------------------------------------------------
+
+def test_constrain_commands_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from meshai_common.errors import ConfigError
+
+    info = FakeSource(tmp_path / "m.gguf").current()
+    on = Scripted(["ok"])(info, GatewaySettings())
+    assert on.prepare(GenerationRequest(prompt="hi")).command_grammar is not None
+    assert on.prepare(GenerationRequest(prompt="hi", format="json")).command_grammar is None
+    monkeypatch.setenv("MESHAI_CONSTRAIN_COMMANDS", "off")
+    settings = GatewaySettings.from_env()
+    assert not settings.constrain_commands
+    off = Scripted(["ok"])(info, settings)
+    assert off.prepare(GenerationRequest(prompt="hi")).command_grammar is None
+    monkeypatch.setenv("MESHAI_CONSTRAIN_COMMANDS", "maybe")
+    with pytest.raises(ConfigError, match="MESHAI_CONSTRAIN_COMMANDS"):
+        GatewaySettings.from_env()
+
+
+def test_grounding_follows_the_modelfile_unless_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from gateway_fakes import Modelfile
+
+    from meshai_common.errors import ConfigError
+
+    plain = FakeSource(tmp_path / "m.gguf").current()
+    trained = FakeSource(tmp_path / "m.gguf", modelfile=Modelfile(extensions={"grounding": "catalog-v1"})).current()
+    assert Scripted(["ok"])(plain, GatewaySettings()).core.grounder is None
+    assert Scripted(["ok"])(trained, GatewaySettings(grounding="off")).core.grounder is None
+    monkeypatch.setenv("MESHAI_GROUNDING", "off")
+    assert GatewaySettings.from_env().grounding == "off"
+    monkeypatch.setenv("MESHAI_GROUNDING", "always")
+    with pytest.raises(ConfigError, match="MESHAI_GROUNDING"):
+        GatewaySettings.from_env()
+    grounding = pytest.importorskip("meshai_common.grounding")
+    assert Scripted(["ok"])(trained, GatewaySettings()).core.grounder is grounding.ground_prompt

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_fakes import FakeSource, scripted
+from gateway_fakes import FakeSource, Scripted, scripted
 
 from meshai_common.errors import InvalidInput
 from meshai_gateway.app import create_app
@@ -98,19 +98,19 @@ def test_pull_errors_before_and_after_the_first_status(registry) -> None:
 
 
 def test_a_version_that_fails_to_load_is_not_reloaded_by_the_poller(tmp_path: Path) -> None:
-    from meshai_gateway.engine import ModelManager
+    from meshai_gateway.model_manager import ModelManager
 
     loads: list[str] = []
 
-    class Failing(scripted(["x"])):  # type: ignore[misc]
-        def __init__(self, info, settings):
+    class Failing(Scripted):
+        def backends(self, info, settings):
             loads.append(info.sha256)
             if len(loads) > 1:
                 raise RuntimeError("tensor data is cut short")
-            super().__init__(info, settings)
+            return super().backends(info, settings)
 
     source = FakeSource(tmp_path / "m.gguf")
-    manager = ModelManager(source, GatewaySettings(), factory=Failing)
+    manager = ModelManager(source, GatewaySettings(), factory=Failing(["x"]))
     manager.refresh()
     source.version = "v2"
     for _ in range(3):  # the poller's refreshes: one load attempt, then the remembered refusal

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_fakes import FakeSource, scripted, words
+from gateway_fakes import FakeSource, Scripted, ScriptedBackend, scripted, words
 
 from meshai_common.errors import ConfigError, Unavailable
+from meshai_common.inference import GenerationRequest, GenerationResult
 from meshai_gateway.app import create_app
 from meshai_gateway.auth import presented_key
-from meshai_gateway.engine import GenerationRequest, GenerationResult, ModelManager
+from meshai_gateway.model_manager import ModelManager
 from meshai_gateway.settings import GatewaySettings, read_api_key
 
 KEY = "k3y-for-tests-0123456789"
@@ -236,14 +237,14 @@ def test_instances_run_generations_side_by_side(tmp_path: Path) -> None:
     running: list[object] = []
     lock = threading.Lock()
 
-    class Blocking(scripted(["ok"])):  # type: ignore[misc]
-        def _pieces(self, llama, prep, cancel, progress):
+    class Blocking(ScriptedBackend):
+        def pieces(self, prep, cancel, progress):
             with lock:
-                running.append(llama)
+                running.append(self.name)
             gate.wait(5)
-            yield from super()._pieces(llama, prep, cancel, progress)
+            yield from super().pieces(prep, cancel, progress)
 
-    engine = Blocking(FakeSource(tmp_path / "m.gguf").current(), settings)
+    engine = Scripted(["ok"], backend=Blocking)(FakeSource(tmp_path / "m.gguf").current(), settings)
     assert engine.num_instances == 2
     prep = engine.prepare(GenerationRequest(prompt="hi"))
     results: list[GenerationResult] = []
@@ -264,7 +265,7 @@ def test_instances_run_generations_side_by_side(tmp_path: Path) -> None:
         t.join(5)
     assert len(results) == 3 and len(running) == 3
     engine.close()  # takes every instance back, then unloads
-    assert engine.unloaded
+    assert engine.closed and all(b.closed for b in engine.backends)
     with pytest.raises(Unavailable):
         list(engine.run(prep))
 

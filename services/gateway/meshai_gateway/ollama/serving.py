@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from meshai_common.errors import InvalidInput, NotFound
+from meshai_common.inference import ChatMessage, GenerationRequest, GenerationResult, TextDelta
 from meshai_common.radio import utf8_len
-from meshai_gateway.engine import Engine, GenerationRequest, GenerationResult, TextDelta
+from meshai_gateway.engine import Engine
 from meshai_gateway.ollama.protocol import (
     ChatRequest,
     DeleteRequest,
@@ -23,7 +24,6 @@ from meshai_gateway.ollama.protocol import (
     PullRequest,
     ShowRequest,
 )
-from meshai_gateway.prompting import ChatMessage
 from meshai_gateway.service import ClientGone, Generation, GenerationService, check_model_ref, error_message
 from meshai_gateway.web import NDJSON, WatchedStream, json_line, parse_body
 

@@ -13,10 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from meshai_common.errors import InvalidInput, MeshAIError
-from meshai_gateway.engine import GenerationRequest, GenerationResult, TextDelta
+from meshai_common.inference import ChatMessage, GenerationRequest, GenerationResult, TextDelta
 from meshai_gateway.ollama.serving import radio_fields
 from meshai_gateway.openai.protocol import ChatCompletionRequest
-from meshai_gateway.prompting import ChatMessage
 from meshai_gateway.service import ClientGone, GenerationService, error_message
 from meshai_gateway.web import SSE, WatchedStream, headers_for, parse_body, status_for
 

@@ -1,4 +1,4 @@
-"""Turning a request into the model's prompt, as Ollama does.
+"""Chat templates: turning messages into the model's prompt text, as Ollama does.
 
 - Chat and plain prompts go through the model's own chat template (the Jinja `tokenizer.chat_template` in the
   GGUF): `prompt` becomes the user message, after a system message (the request's `system`, else the model's
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,14 +20,7 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from meshai_common.errors import InvalidInput
-
-ROLES = ("system", "user", "assistant", "tool")
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: str
-    content: str
+from meshai_common.inference.types import ChatMessage, GenerationRequest
 
 
 def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
@@ -152,3 +144,30 @@ def fallback_render(messages: list[ChatMessage]) -> str:
     """For a model with no template at all: plain text turns ending with an open assistant turn."""
     parts = [f"{m.role.capitalize()}: {m.content}" for m in messages]
     return "\n\n".join(parts) + "\n\nAssistant:"
+
+
+def render_request(req: GenerationRequest, default_system: str | None, chat_template: ChatTemplate | None,
+                   modelfile_template: str | None = None) -> str:
+    """The prompt text for a request: raw as is, a request template (Go syntax), else the model's chat
+    template (a Modelfile TEMPLATE for single-turn requests of a model without one), else plain turns."""
+    if req.raw:
+        if req.messages:
+            raise InvalidInput("raw is only for prompt requests, not chat messages")
+        return req.prompt or ""
+    system = req.system if req.system else default_system
+    if req.template:
+        if req.messages:
+            raise InvalidInput("a template override is only supported with a prompt, not chat messages")
+        return render_go_template(req.template, {"System": system or "", "Prompt": req.prompt or "",
+                                                 "Response": ""})
+    messages = list(req.messages)
+    if req.prompt is not None:
+        messages.append(ChatMessage("user", req.prompt))
+    if system and not any(m.role == "system" for m in messages):
+        messages.insert(0, ChatMessage("system", system))
+    if chat_template is not None:
+        return chat_template.render(messages)
+    if modelfile_template and len(messages) <= 2:
+        user = next((m.content for m in messages if m.role == "user"), "")
+        return render_go_template(modelfile_template, {"System": system or "", "Prompt": user, "Response": ""})
+    return fallback_render(messages)

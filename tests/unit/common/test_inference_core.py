@@ -1,0 +1,152 @@
+"""The generation core on a scripted token backend: grounding hook, command grammar on radio replies, the
+unfinished-command cleanup, Modelfile defaults and the radio budget (no model weights)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from meshai_common.errors import InvalidInput
+from meshai_common.inference import (
+    ChatMessage,
+    CoreSettings,
+    DecodeProgress,
+    GenerationCore,
+    GenerationRequest,
+    GenerationResult,
+    PreparedRequest,
+    TextDelta,
+)
+from meshai_common.inference.command_grammar import catalog_command_grammar
+from meshai_common.inference.core import resolve_grounder
+from meshai_common.meshmaster import unknown_slash_words
+from meshai_common.modelfile import Modelfile
+from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT, meshmaster_prompt
+
+
+class Replay:
+    """A token backend that replays pieces; records prompts and prepared requests."""
+
+    n_ctx = 256
+    bos_text = eos_text = ""
+    chat_template_source = None
+    metadata: dict[str, str] = {}
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = script
+        self.prompts: list[str] = []
+        self.generated: list[PreparedRequest] = []
+
+    def tokenize(self, text: str) -> list[int]:
+        self.prompts.append(text)
+        return list(range(len(text.split()) + 1))
+
+    def check_format(self, spec) -> None:
+        if spec != "json" and "type" not in spec:
+            raise InvalidInput("format: unusable JSON schema")
+
+    def pieces(self, prep: PreparedRequest, cancel: threading.Event, progress: DecodeProgress) -> Iterator[str]:
+        self.generated.append(prep)
+        for piece in self.script:
+            progress.first_ns = progress.first_ns or time.perf_counter_ns()
+            progress.n_out += 1
+            yield piece
+            if progress.n_out >= prep.max_tokens:
+                progress.reason = "length"
+                return
+        progress.reason = "stop"
+
+    def close(self) -> None:
+        pass
+
+
+def generate(core: GenerationCore, req: GenerationRequest) -> tuple[str, GenerationResult]:
+    events = list(core.run(core.prepare(req)))
+    result = events[-1]
+    assert isinstance(result, GenerationResult)
+    streamed = "".join(e.text for e in events[:-1] if isinstance(e, TextDelta))
+    return streamed + result.tail, result
+
+
+def grounded(text: str) -> str:
+    return text.replace("Question:", "Context:\ncatalog: /nodes lists nodes\n\nQuestion:")
+
+
+def test_grounder_rewrites_only_plain_prompts() -> None:
+    backend = Replay(["ok"])
+    core = GenerationCore(backend, grounder=grounded)
+    prompt = meshmaster_prompt("how do I see nodes?")
+    core.prepare(GenerationRequest(prompt=prompt))
+    assert "catalog: /nodes lists nodes" in backend.prompts[-1]
+    assert backend.prompts[-1].startswith(f"System: {DEFAULT_SYSTEM_PROMPT}\n\nUser: ")
+    core.prepare(GenerationRequest(prompt=prompt, system="Be brief."))  # a system field is still a plain prompt
+    assert "catalog:" in backend.prompts[-1]
+    for req in (GenerationRequest(prompt=prompt, raw=True),
+                GenerationRequest(prompt=prompt, template="{{ .Prompt }}"),
+                GenerationRequest(messages=(ChatMessage("user", prompt),))):
+        core.prepare(req)
+        assert "catalog:" not in backend.prompts[-1], req
+    GenerationCore(backend).prepare(GenerationRequest(prompt=prompt))
+    assert "catalog:" not in backend.prompts[-1]  # no grounder, no grounding
+
+
+def test_grounding_spec_off_means_no_grounder() -> None:
+    for spec in (None, "", "off", " OFF "):
+        assert resolve_grounder(spec) is None
+
+
+def test_radio_replies_carry_the_command_grammar() -> None:
+    core = GenerationCore(Replay(["ok"]))
+    assert core.prepare(GenerationRequest(prompt="hi")).command_grammar == catalog_command_grammar()
+    assert core.prepare(GenerationRequest(prompt="hi", raw=True)).command_grammar is not None
+    assert core.prepare(GenerationRequest(prompt="hi", options={"max_chunks": 0})).command_grammar is None
+    assert core.prepare(GenerationRequest(prompt="hi", format="json")).command_grammar is None
+    off = GenerationCore(Replay(["ok"]), settings=CoreSettings(constrain_commands=False))
+    assert off.prepare(GenerationRequest(prompt="hi")).command_grammar is None
+    with pytest.raises(InvalidInput, match="format"):
+        core.prepare(GenerationRequest(prompt="hi", format={"no": "type"}))
+
+
+@pytest.mark.parametrize("script,expected", [
+    (["Use", " /nod"], "Use"),  # cut off by the token limit in the middle of /nodes
+    (["Use", " /nodes"], "Use /nodes"),
+    (["Use", " /c"], "Use /c"),  # a complete short command
+    (["Speed", " km/h"], "Speed km/h"),
+    (["Try", " it:", " /che"], "Try it:"),
+])
+def test_an_unfinished_command_is_dropped_from_a_cut_reply(script: list[str], expected: str) -> None:
+    core = GenerationCore(Replay(script + [" more"]))
+    text, result = generate(core, GenerationRequest(prompt="hi", options={"num_predict": len(script)}))
+    assert text == result.text == expected and result.done_reason == "length"
+    assert unknown_slash_words(result.text) == []
+    assert result.chunks == ([expected] if expected else [])
+    unconstrained = GenerationCore(Replay(script + [" more"]), settings=CoreSettings(constrain_commands=False))
+    _, raw = generate(unconstrained, GenerationRequest(prompt="hi", options={"num_predict": len(script)}))
+    assert raw.text == "".join(script).strip()  # without the grammar the text is left as generated
+
+
+def test_modelfile_defaults_budget_and_system() -> None:
+    mf = Modelfile(system="Be brief.", parameters={"temperature": 0.2, "max_chunks": 1, "chunk_bytes": 40})
+    backend = Replay(["word "] * 60)
+    core = GenerationCore(backend, mf, CoreSettings(reply_suffix=" (9s)"))
+    prep = core.prepare(GenerationRequest(prompt="hi", options={"temperature": 0.9}))
+    assert prep.params.temperature == 0.9 and prep.budget.max_chunks == 1 and prep.budget.chunk_bytes == 40
+    assert backend.prompts[-1] == "System: Be brief.\n\nUser: hi\n\nAssistant:"
+    text, result = generate(core, GenerationRequest(prompt="hi"))
+    assert text == result.text and result.budget_stop and len((result.text + " (9s)").encode()) <= 40
+    with pytest.raises(InvalidInput, match="max_chunks"):
+        core.prepare(GenerationRequest(prompt="hi", options={"max_chunks": -1}))
+
+
+def test_local_model_options_are_read_as_the_gateway_reads_them() -> None:
+    from meshai_common.inference.local import request_options
+
+    got = request_options({"num_predict": 80.0, "temperature": 0, "stop": "END", "seed": None, "num_thread": 2})
+    assert got == {"num_predict": 80, "temperature": 0, "stop": ["END"], "num_thread": 2}
+    assert request_options({"stop": ["a", "", "b"]})["stop"] == ["a", "b"]
+    for bad in ({"top_k": "40"}, {"num_predict": 1.5}, {"temperature": True}, {"stop": [1]}):
+        with pytest.raises(InvalidInput, match=f"options.{next(iter(bad))}"):
+            request_options(bad)
