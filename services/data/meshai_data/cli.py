@@ -2,6 +2,7 @@
 
     meshai data prepare --archive F [--archive DIR ...] [--mailboxes F] --output-dir D [--min-pairs N]
                         [--seed S] [--cap] [--strict] [--sharegpt] [--exclude-prompts FILE]
+                        [--grounded|--no-grounded] [--suites DIR]
     meshai data validate FILE...        prints `file:line: problem`; exit 1 when there is any
     meshai data inspect FILE [--count N] [--seed S]
 """
@@ -36,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sharegpt", action="store_true", help="write ShareGPT `conversations` instead of `messages`")
     p.add_argument("--exclude-prompts", metavar="FILE",
                    help="evaluation questions to keep out of the data: a JSON list or one question per line")
+    p.add_argument("--grounded", action=argparse.BooleanOptionalAction, default=True,
+                   help="user turns carry the catalog lines the server retrieves for the question (default: on)")
+    p.add_argument("--suites", metavar="DIR",
+                   help="evaluation suites (*.yaml) to decontaminate against (default: the evaluator's suites)")
     p.set_defaults(func=cmd_prepare)
 
     v = sub.add_parser("validate", help="check datasets: schema, budget, commands, duplicates, leakage")
@@ -73,6 +78,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         [Path(a) for a in args.archive], Path(args.mailboxes) if args.mailboxes else None, Path(args.output_dir),
         seed=args.seed, min_pairs=args.min_pairs, cap=args.cap, strict=args.strict, sharegpt=args.sharegpt,
         exclude_prompts=_read_prompts(args.exclude_prompts) if args.exclude_prompts else (),
+        grounded=args.grounded, suites_dir=Path(args.suites) if args.suites else None,
     )
     src = meta["sources"]
     print(f"wrote {meta['total_pairs']} pairs to {args.output_dir}: train {meta['train_size']}, "
@@ -88,7 +94,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if scrubbed:
         print("scrubbed: " + ", ".join(f"{k} {v}" for k, v in scrubbed.items()))
     if meta["decontaminated"]:
-        print(f"removed {meta['decontaminated']} pairs matching evaluation questions")
+        per_suite = ", ".join(f"{k} {v}" for k, v in meta["decontaminated_by_suite"].items())
+        print(f"removed {meta['decontaminated']} pairs matching evaluation questions ({per_suite})")
+    elif not meta["suites"]:
+        print("no evaluation suites found to decontaminate against (pass --suites DIR)")
+    n = max(meta["total_pairs"], 1)
+    print(f"grounding {meta['grounding']}: {meta['grounded_prompts']} grounded ({meta['grounded_prompts'] / n:.0%}), "
+          f"{meta['meshmaster_prompts'] / n:.0%} Mesh-Master prompts, user turns {meta['avg_user_chars']:.0f} "
+          f"characters on average")
     return 0
 
 

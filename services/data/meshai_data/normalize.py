@@ -9,16 +9,19 @@ import unicodedata
 from meshai_common.prompts import question_of
 
 _APOSTROPHES = str.maketrans({"\u2019": "", "\u2018": "", "'": "", "`": ""})
-_NON_WORD = re.compile(r"[^0-9a-z<>_]+")
+_NON_WORD = re.compile(r"[^0-9a-z<>_/]+")
+# A slash stays only where it starts a command word: "explain /snr" (a command) is not "explain snr" (a term).
+_STRAY_SLASH = re.compile(r"(?<!\S)/(?![a-z])|(?<=\S)/")
 # Words that change nothing about what is asked: "hey, how do I see the nodes please?" == "how do i see nodes".
 _FILLER = frozenset({"a", "an", "the", "please", "pls", "plz", "hey", "hi", "hello", "yo", "ok", "okay", "so",
                      "just", "thanks", "thx", "um", "uh", "quick", "q"})
 
 
 def normalize(text: str) -> str:
-    """Lower case, NFKC, apostrophes dropped, punctuation to spaces, whitespace collapsed."""
+    """Lower case, NFKC, apostrophes dropped, punctuation (but a command's leading slash) to spaces, whitespace
+    collapsed."""
     t = unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHES)
-    return " ".join(_NON_WORD.sub(" ", t).split())
+    return " ".join(_STRAY_SLASH.sub(" ", _NON_WORD.sub(" ", t)).split())
 
 
 def near_dup_key(text: str) -> str:

@@ -2,8 +2,10 @@
 
 Order of work: read (bad records skipped and counted, or strict) -> rebuild archive pairs -> scrub personal
 data -> generate synthetic pairs -> remove near-duplicates (archive first, then mailbox-grounded, then
-synthetic) -> drop evaluation questions (decontamination) -> pick `min_pairs`, balanced by intent weight ->
-shape ~20 % of user turns like Mesh-Master's prompt -> split by template group -> write atomically.
+synthetic) -> drop evaluation questions and their near-duplicates from every pool (decontamination against
+every suite in the evaluator's suites folder, or `suites_dir`) -> pick `min_pairs`, balanced by intent
+weight -> shape ~75 % of user turns like Mesh-Master's prompt -> add the retrieved catalog lines the server
+adds (grounded, the default) -> split by template group -> write atomically.
 
 Nothing is repeated to reach `min_pairs`: with fewer unique pairs the call fails and says how many exist,
 or with cap=True writes what exists.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -21,11 +24,13 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from meshai_common.decontam import SuiteMatcher, suite_questions
 from meshai_common.errors import InvalidInput
 from meshai_common.meshmaster import load_catalog, load_facts, unknown_slash_words
 from meshai_common.progress import JobContext, Progress
-from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT
+from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT, parse_meshmaster_prompt
 from meshai_common.radio import utf8_len
+from meshai_data.grounded import ground, grounding_version
 from meshai_data.normalize import near_dup_key
 from meshai_data.normalize import stable_hash as _h
 from meshai_data.readers import Mailboxes, extract_pairs, read_archives, read_mailboxes
@@ -38,10 +43,20 @@ from meshai_data.synth import ANSWER_BUDGET, Example, check_answer, generate, in
 DEFAULT_MIN_PAIRS = 640
 # (typo variants, slot fillings) per phrasing, and about how many unique pairs that level yields. A larger
 # level is generated only when min_pairs needs it (the guide's 50k needs the last).
-LEVELS = ((2, 2, 10_000), (5, 5, 22_000), (12, 12, 54_000))
+LEVELS = ((1, 2, 11_000), (3, 5, 26_000), (8, 12, 72_000))
 SOURCE_ORDER = {"archive": 0, "mailboxes": 1, "synthetic": 2}
 MAX_PROBLEMS_IN_METADATA = 20
 _STEPS = 6
+EXCLUDE_SUITE = "exclude_prompts"  # the suite name caller-given evaluation questions are counted under
+
+
+def default_suites_dir() -> Path | None:
+    """The evaluator's suites folder, found without importing the evaluator; None where it is not installed."""
+    spec = importlib.util.find_spec("meshai_evaluator")
+    if spec is None or not spec.origin:
+        return None
+    folder = Path(spec.origin).parent / "suites"
+    return folder if folder.is_dir() else None
 
 
 def prepare(
@@ -55,9 +70,16 @@ def prepare(
     strict: bool = False,
     sharegpt: bool = False,
     exclude_prompts: Iterable[str] = (),
+    grounded: bool = True,
+    suites_dir: str | Path | None = None,
     ctx: JobContext | None = None,
 ) -> dict:
-    """Build the dataset; returns the metadata also written to out_dir/metadata.json."""
+    """Build the dataset; returns the metadata also written to out_dir/metadata.json.
+
+    grounded: user turns carry the catalog lines the server retrieves (see meshai_data.grounded).
+    suites_dir: folder of evaluation suites (*.yaml) whose questions, and their near-duplicates, are kept
+    out of every pool; None means the evaluator's own suites folder when it is installed.
+    """
     t0 = time.monotonic()
     if min_pairs < 1:
         raise InvalidInput(f"min_pairs must be >= 1, got {min_pairs}")
@@ -83,14 +105,21 @@ def prepare(
     archive_examples = _archive_examples(pairs, scrubber, report.skipped)
 
     step(3, "generating grounded synthetic pairs")
+    exclude_prompts = list(exclude_prompts)
     excluded = {k for k in (near_dup_key(p) for p in exclude_prompts) if k}
+    suites_path = Path(suites_dir) if suites_dir is not None else default_suites_dir()
+    suites = suite_questions(suites_path) if suites_path is not None else {}
+    matcher = SuiteMatcher({**suites, **({EXCLUDE_SUITE: exclude_prompts} if exclude_prompts else {})})
     box_names = mail.names if mail else []
     locked = [b for b in box_names if mail and mail.locked(b)]
     start = next((i for i, lv in enumerate(LEVELS) if lv[2] >= min_pairs * 1.1), len(LEVELS) - 1)
     for typos, fills, _ in LEVELS[start:]:
         pool = generate(seed, mailbox_names=box_names, locked_boxes=locked, typos=typos, fills=fills)
         pool.sort(key=lambda e: SOURCE_ORDER.get(e.source, 9))  # stable: grounded copies win the dedupe
-        kept, dup_removed, decontaminated = dedupe([*archive_examples, *pool], exclude=excluded)
+        kept, dup_removed, exact_hits = dedupe([*archive_examples, *pool], exclude=excluded)
+        kept, near_hits = _decontaminate(kept, matcher)
+        if exact_hits:
+            near_hits[EXCLUDE_SUITE] += exact_hits
         if len(kept) >= min_pairs:
             break
 
@@ -105,6 +134,10 @@ def prepare(
         )
     chosen = kept if capped else select(kept, min_pairs, seed)
     chosen = wrap_meshmaster(chosen, seed)
+    grounding_stats: Counter = Counter()
+    if grounded:
+        step(4, f"grounding {len(chosen)} user turns")
+        chosen, grounding_stats = ground(chosen, seed)
     for ex in chosen:  # last line of defence: nothing over budget or invented leaves this function
         check_answer(ex.answer, f"(intent {ex.intent}, source {ex.source})")
 
@@ -115,8 +148,10 @@ def prepare(
         return _metadata(
             seed=seed, min_pairs=min_pairs, capped=capped, unique_available=len(kept), splits=splits,
             scrubber=scrubber, report=report, pairs=len(pairs), archive_kept=len(archive_examples), mail=mail,
-            dup_removed=dup_removed, decontaminated=decontaminated, excluded=len(excluded), files=files,
-            sharegpt=sharegpt, seconds=time.monotonic() - t0,
+            dup_removed=dup_removed, decontaminated=near_hits, excluded=len(excluded), files=files,
+            sharegpt=sharegpt, seconds=time.monotonic() - t0, suites={k: len(v) for k, v in suites.items()},
+            suites_dir=suites_path, grounding=grounding_version() if grounded else None,
+            grounding_stats=grounding_stats,
         )
 
     meta = _write_outputs(out_dir, splits, sharegpt, metadata)
@@ -124,6 +159,21 @@ def prepare(
         ctx.report(Progress(step=_STEPS, total=_STEPS, message=f"wrote {meta['total_pairs']} pairs",
                             metrics={k: float(meta[f"{k}_size"]) for k in SPLITS}))
     return meta
+
+
+def _decontaminate(examples: list[Example], matcher: SuiteMatcher) -> tuple[list[Example], Counter]:
+    """The examples whose question is no near-duplicate of an evaluation question; removals per suite."""
+    removed: Counter = Counter()
+    if not len(matcher):
+        return examples, removed
+    kept = []
+    for ex in examples:
+        hit = matcher.match(ex.question)
+        if hit is None:
+            kept.append(ex)
+        else:
+            removed[hit.suite] += 1
+    return kept, removed
 
 
 def _archive_examples(pairs, scrubber: Scrubber, skipped: Counter) -> list[Example]:
@@ -152,7 +202,9 @@ def select(examples: list[Example], n: int, seed: int) -> list[Example]:
     sequences: dict[str, list[Example]] = {}
     for intent, groups in per_intent.items():
         lists = []
-        for g in sorted(groups, key=lambda g: (_h(seed, "grp", g), g)):
+        # Groups holding the operator's own material (archive, mailbox names) come first, then seeded order.
+        first = {g: min(SOURCE_ORDER.get(e.source, 9) for e in items) for g, items in groups.items()}
+        for g in sorted(groups, key=lambda g: (first[g], _h(seed, "grp", g), g)):
             items = groups[g]
             items.sort(key=lambda e: (SOURCE_ORDER.get(e.source, 9), _pick_rank(e, seed), _h(seed, "pick", e.question)))
             lists.append(items)
@@ -267,9 +319,11 @@ def _write_outputs(out_dir: Path, splits: dict[str, list[Example]], sharegpt: bo
 
 
 def _metadata(*, seed, min_pairs, capped, unique_available, splits, scrubber, report, pairs, archive_kept, mail,
-              dup_removed, decontaminated, excluded, files, sharegpt, seconds) -> dict:
+              dup_removed, decontaminated, excluded, files, sharegpt, seconds, suites, suites_dir, grounding,
+              grounding_stats) -> dict:
     everything = [ex for name in SPLITS for ex in splits[name]]
     intents = Counter(ex.intent for ex in everything)
+    users = [ex.user_turn for ex in everything]
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "format": "sharegpt" if sharegpt else "messages",
@@ -285,7 +339,14 @@ def _metadata(*, seed, min_pairs, capped, unique_available, splits, scrubber, re
         "sources": {s: sum(1 for ex in everything if ex.source == s) for s in SOURCE_ORDER},
         "intents": dict(sorted(intents.items())),
         "intents_by_split": {name: dict(sorted(Counter(ex.intent for ex in splits[name]).items())) for name in SPLITS},
-        "meshmaster_prompts": sum(1 for ex in everything if ex.user),
+        "meshmaster_prompts": sum(1 for u in users if parse_meshmaster_prompt(u) is not None),
+        "with_bot_system": sum(1 for u in users if (p := parse_meshmaster_prompt(u)) is not None and p.system),
+        "grounding": grounding,
+        "grounded_prompts": sum(1 for ex in everything if ex.grounded),
+        "grounding_shuffled": grounding_stats.get("shuffled", 0),
+        "grounding_gold_dropped": grounding_stats.get("gold_dropped", 0),
+        "grounding_gold_missing": grounding_stats.get("gold_missing", 0),
+        "avg_user_chars": round(sum(map(len, users)) / max(len(users), 1), 1),
         "scrub": scrubber.counts(),
         "bad_records": {"archive": report.bad_records, "mailboxes": mail.bad_records if mail else 0},
         "problems": [*report.problems, *(mail.problems if mail else [])][:MAX_PROBLEMS_IN_METADATA],
@@ -297,7 +358,10 @@ def _metadata(*, seed, min_pairs, capped, unique_available, splits, scrubber, re
             "unusable_box_names": mail.skipped_boxes},
         "near_duplicates_removed": dup_removed,
         "excluded_prompts": excluded,
-        "decontaminated": decontaminated,
+        "decontaminated": sum(decontaminated.values()),
+        "decontaminated_by_suite": dict(sorted(decontaminated.items())),
+        "suites": suites,
+        "suites_dir": str(suites_dir) if suites_dir is not None else None,
         "catalog_version": load_catalog().version,
         "facts_version": load_facts().version,
         "files": files,

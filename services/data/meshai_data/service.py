@@ -37,7 +37,8 @@ def run_prepare(req: data_pb2.PrepareDataRequest, ctx: RunContext) -> tuple[jobs
         inputs=[StoredObject(r.key, r.sha256, r.size) for r in [*req.archives, *([req.mailboxes] if mailboxes else [])]],
         outputs=outputs.values(),
         config={"seed": req.seed, "min_pairs": req.min_pairs or DEFAULT_MIN_PAIRS, "cap": req.cap,
-                "strict": req.strict, "excluded_prompts": len(req.exclude_prompts)},
+                "strict": req.strict, "excluded_prompts": len(req.exclude_prompts),
+                "grounding": meta.get("grounding"), "decontaminated": meta.get("decontaminated_by_suite")},
         timings={"total": time.monotonic() - t0},
         metrics={k: meta.get(k) for k in ("train_size", "val_size", "test_size", "total_pairs", "sources")},
     )

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path("/work/shared/fixtures")
-SAMPLES = Path(__file__).resolve().parents[3] / "services" / "data" / "samples"
+# The sample archive and mailboxes shipped in the repository with the data service.
+SAMPLES = Path(__file__).resolve().parents[3] / "services" / "data" / "meshai_data" / "samples"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The shared fixtures, or the copy shipped with the data service where /work/shared is absent."""
-    return SHARED if (SHARED / "messages_archive.json").exists() else SAMPLES
+    """The sample Mesh-Master files (messages_archive.json, mesh_mailboxes.json) in the repository."""
+    assert (SAMPLES / "messages_archive.json").is_file(), f"{SAMPLES}: sample archive missing"
+    return SAMPLES

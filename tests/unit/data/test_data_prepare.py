@@ -10,6 +10,7 @@ from datatest_helpers import qa, rec, write_json
 
 import meshai_data.prepare as prep
 from meshai_common.errors import Cancelled, InvalidInput
+from meshai_common.meshmaster import load_facts, load_intents
 from meshai_common.progress import LocalContext
 from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT
 from meshai_data.normalize import near_dup_key
@@ -28,14 +29,9 @@ def _all_text(out):
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    src = "/work/shared/fixtures"
-    from pathlib import Path
-
-    if not Path(src, "messages_archive.json").exists():
-        src = str(Path(__file__).resolve().parents[3] / "services" / "data" / "samples")
+def default_run(tmp_path_factory, fixtures_dir):
     out = tmp_path_factory.mktemp("default")
-    meta = prepare([Path(src) / "messages_archive.json"], Path(src) / "mesh_mailboxes.json", out, seed=42)
+    meta = prepare([fixtures_dir / "messages_archive.json"], fixtures_dir / "mesh_mailboxes.json", out, seed=42)
     return out, meta
 
 
@@ -48,11 +44,13 @@ def test_default_dataset_is_small_dense_and_valid(default_run):
     assert meta["archive"]["skipped"]["suffix_stripped"] == 12
     assert set(meta["scrub"]) == {"email", "coords", "phone", "node_id", "pin", "name"}
     assert meta["bad_records"] == {"archive": 0, "mailboxes": 0}
-    assert 0.15 < meta["meshmaster_prompts"] / meta["total_pairs"] < 0.25
-    for intent in ("nodes", "relay", "mail_check", "mail_send", "optout", "find", "log", "report", "games",
-                   "onboard", "node_signal", "help", "fake_command", "fact:snr", "fact:ack", "fact:chunks",
-                   "fact:roles", "fact:poor_signal"):
-        assert meta["intents_by_split"]["train"].get(intent, 0) >= 10, intent
+    assert meta["meshmaster_prompts"] / meta["total_pairs"] >= 0.7
+    assert meta["with_bot_system"] / meta["total_pairs"] > 0.4  # operators' texts, and some prompts without
+    every = [i.id for i in load_intents()] + [f"fact:{t}" for t in load_facts().topics]
+    for intent in every:  # every intent in train, and none favoured
+        assert meta["intents_by_split"]["train"].get(intent, 0) >= 4, intent
+    sizes = [meta["intents"][i] for i in every]
+    assert max(sizes) - min(sizes) <= 2
     assert validate([out / f"{s}.jsonl" for s in SPLITS]) == []
 
 
@@ -95,7 +93,7 @@ def test_evaluation_questions_are_decontaminated(tmp_path, fixtures_dir):
     suite = ["How do I see all nodes?", "What is SNR?", "how do I check my mail"]
     meta = prepare([fixtures_dir / "messages_archive.json"], None, tmp_path, min_pairs=300, cap=True,
                    exclude_prompts=suite)
-    assert meta["excluded_prompts"] == 3 and meta["decontaminated"] >= 3
+    assert meta["excluded_prompts"] == 3 and meta["decontaminated_by_suite"]["exclude_prompts"] >= 3
     keys = {near_dup_key(q) for q in suite}
     for s in SPLITS:
         for row in _lines(tmp_path, s):

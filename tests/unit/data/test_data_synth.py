@@ -7,10 +7,9 @@ from collections import Counter
 
 import pytest
 
-from meshai_common.meshmaster import load_facts, unknown_slash_words
+from meshai_common.meshmaster import load_facts, load_intents, load_phrasing, unknown_slash_words
 from meshai_common.prompts import parse_meshmaster_prompt
 from meshai_data.synth import (
-    FAKE_COMMANDS,
     SynthError,
     check_answer,
     generate,
@@ -34,14 +33,14 @@ def test_every_answer_is_short_real_and_labelled(pool):
     assert sum(sizes) / len(sizes) < 160  # terse: the embedded model is tiny
 
 
-def test_covers_the_public_suite_intents(pool):
+def test_covers_every_intent_and_weighs_them_alike(pool):
     intents = Counter(ex.intent for ex in pool)
-    needed = ["nodes", "relay", "mail_check", "mail_send", "optout", "find", "log", "report", "games", "onboard",
-              "node_signal", "help", "fake_command"] + [f"fact:{t}" for t in ("snr", "ack", "chunks", "roles",
-                                                                             "poor_signal")]
-    for intent in needed:
-        assert intents[intent] >= 10, intent
-        assert intent_weights()[intent] >= 4
+    every = [i.id for i in load_intents()] + [f"fact:{t}" for t in load_facts().topics]
+    for intent in every:
+        assert intents[intent] >= 8, intent
+    weights = intent_weights()
+    assert {weights[i] for i in every} == {1.0}  # no intent or topic favoured
+    assert intents["fake_command"] >= 200
 
 
 def test_commands_first_and_correct_usage(pool):
@@ -50,25 +49,25 @@ def test_commands_first_and_correct_usage(pool):
         by_intent.setdefault(ex.intent, set()).add(ex.answer)
     assert all(a.startswith("Send /nodes") for a in by_intent["nodes"])
     assert all("/optout" in a for a in by_intent["optout"])
-    assert all(re.search(r"/m \S+ <message>", a) for a in by_intent["mail_send"])
+    assert all(re.match(r"Send /m \S+ \S", a) for a in by_intent["mail_send"])
     assert all(a.startswith("Send /c") for a in by_intent["mail_check"])
     assert all("/find" in a for a in by_intent["find"]) and all("/log" in a for a in by_intent["log"])
     assert all("/report" in a for a in by_intent["report"]) and all("/onboard" in a for a in by_intent["onboard"])
 
 
-def test_relay_by_shortname_without_any_command(pool):
+@pytest.mark.parametrize("name", ["ray", "K7AB", "RV01"])
+def test_relay_by_shortname_without_any_command(pool, name):
     relays = [ex for ex in pool if ex.intent == "relay"]
-    named = [ex for ex in relays if "bob" in ex.question.split()]
+    named = [ex for ex in relays if re.search(rf"\b{name}\b", ex.question)]
     assert named
     for ex in named:
-        assert "'bob " in ex.answer and "/" not in ex.answer
+        assert f"'{name} " in ex.answer and "/" not in ex.answer
     assert all("/" not in ex.answer for ex in relays)
 
 
-@pytest.mark.parametrize("fake", ["relay", "deletemesh", "superrelay", "hint"])
+@pytest.mark.parametrize("fake", ["relay", "nuke", "hint", "inbox"])
 def test_fake_commands_are_refused_and_point_to_help(pool, fake):
-    refusals = [ex for ex in pool if ex.intent == "fake_command" and f"/{fake}" in ex.question.split("?")[0]
-                and re.search(rf"/{fake}\b", ex.question)]
+    refusals = [ex for ex in pool if ex.intent == "fake_command" and re.search(rf"/{fake}\b", ex.question)]
     assert len(refusals) >= 8
     for ex in refusals:
         assert ex.answer.startswith(f"There is no {fake} command.")
@@ -78,7 +77,8 @@ def test_fake_commands_are_refused_and_point_to_help(pool, fake):
 def test_fake_list_holds_no_real_command():
     from meshai_common.meshmaster import is_known_command
 
-    assert not [f for f in FAKE_COMMANDS if is_known_command(f)]
+    fakes = [f.fake for f in load_phrasing().fake_commands]
+    assert len(fakes) >= 40 and not [f for f in fakes if is_known_command(f)]
 
 
 def test_technical_answers_come_from_the_facts_file(pool):
@@ -102,7 +102,7 @@ def test_typos_never_touch_slot_values_or_commands(pool):
         if ex.intent == "relay":
             m = re.search(r"DM me '(\S+)", ex.answer)
             if m and m.group(1) != "<shortname>":
-                assert m.group(1) in ex.question
+                assert m.group(1) in ex.question or m.group(1) in " ".join(ex.history)
         if ex.intent == "explain":
             assert ex.answer.split(":")[0] in ex.question
 
@@ -123,12 +123,52 @@ def test_check_answer_rejects_generator_bugs():
         check_answer("  ")
 
 
-def test_about_a_fifth_wrapped_in_the_meshmaster_prompt(pool):
-    sample = pool[:3000]
+def test_most_turns_shaped_like_meshmaster_with_varied_bot_texts(pool):
+    sample = pool[::3]
     wrapped = wrap_meshmaster(sample, seed=42)
     shaped = [ex for ex in wrapped if ex.user]
-    assert 0.15 < len(shaped) / len(sample) < 0.25
+    assert 0.7 <= len(shaped) / len(sample) < 0.85
+    systems, with_history = Counter(), 0
     for ex in shaped:
         parsed = parse_meshmaster_prompt(ex.user)
         assert parsed is not None and parsed.question == ex.question.strip()
+        systems[parsed.system] += 1
+        with_history += bool(parsed.context)
+    assert len(systems) >= 6 and 0.1 < systems[""] / len(shaped) < 0.4  # several operators, some send none
+    assert 0.5 < with_history / len(shaped) < 0.9
     assert wrap_meshmaster(sample, seed=42) == wrapped
+
+
+def test_questions_that_refer_to_their_history_carry_it(pool):
+    referring = [ex for ex in pool if ex.history]
+    assert len({ex.intent for ex in referring}) >= 5
+    for ex in wrap_meshmaster(referring, seed=42):
+        parsed = parse_meshmaster_prompt(ex.user)
+        assert parsed is not None and parsed.context[-len(ex.history):] == ex.history
+    relays = [ex for ex in referring if ex.intent == "relay"]
+    assert relays
+    for ex in relays:  # "how do i send him one" after "K7AB: anyone seen ray?": the name comes from the history
+        name = re.search(r"DM me '(\S+)", ex.answer).group(1)
+        assert name in ex.history[0] and name not in ex.question.split()
+
+
+def test_real_traffic_styles(pool):
+    questions = [ex.question for ex in pool]
+    lower = sum(q == q.lower() for q in questions) / len(questions)
+    assert lower > 0.45
+    shorthand = re.compile(r"\b(u|ur|pls|msg|chk|rn|tmrw|2|4|wx|thx)\b")
+    assert sum(bool(shorthand.search(q)) for q in questions) / len(questions) > 0.1
+    short = [q for q in questions if len(q.split()) <= 3]
+    assert len(short) > 500 and "nodes?" in {q.lower() for q in short}
+    typos = sum(ex.typo for ex in pool) / len(pool)
+    assert typos < 0.5  # one misspelled copy per phrasing at most by default
+
+
+def test_contrast_pairs_name_the_right_command(pool):
+    answers = {ex.question.lower().rstrip("?"): ex.answer for ex in pool if ":c" in ex.group and not ex.typo}
+    assert answers["search my notes"].startswith("Send /find")
+    assert answers["read my private notes"].startswith("Send /checklog")
+    assert answers["read my mailbox"].startswith("Send /c")
+    assert answers["read public reports"].startswith("Send /checkreport")
+    assert answers["stop relays to me"].startswith("Send /optout")
+    assert answers["stop ur replies"].startswith("Send /stop")

@@ -12,16 +12,36 @@ from meshai_common.meshmaster.catalog import (
     slash_words,
     unknown_slash_words,
 )
+from meshai_common.meshmaster.intents import (
+    Contrast,
+    FakeCommand,
+    GeneralQA,
+    Intent,
+    IntentSet,
+    Phrasing,
+    Referring,
+    load_intents,
+    load_phrasing,
+)
 
 __all__ = [
     "Catalog",
     "Command",
+    "Contrast",
     "FactItem",
     "Facts",
+    "FakeCommand",
+    "GeneralQA",
+    "Intent",
+    "IntentSet",
+    "Phrasing",
+    "Referring",
     "Topic",
     "is_known_command",
     "load_catalog",
     "load_facts",
+    "load_intents",
+    "load_phrasing",
     "slash_words",
     "unknown_slash_words",
 ]

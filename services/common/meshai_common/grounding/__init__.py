@@ -1,0 +1,219 @@
+"""Grounding: the catalog entries and facts that fit a question, put into the prompt's Context block.
+
+A small model copies from its context far better than it recalls 80 commands. Serving (the gateway) and
+training (the data service) both build a grounded prompt with `ground_prompt`, so the model is trained on
+exactly the context it is served with. `GROUNDING_VERSION` is recorded with every model trained on it.
+
+    retrieve("how do i read my mail")  ->  [Hit(kind="command", key="/c", line="cmd /c [mailbox] ...", ...), ...]
+
+Retrieval is lexical and pure Python (index.py, text.py): BM25 over normalized words of the catalog, the facts,
+the question bank (intents.yaml) and glossary.yaml, fused with a character 3-gram cosine for misspellings
+and a per-command pooled BM25; a question's slash words (real or not) and the latest history lines come in
+first-hand. Building the index takes ~0.1-0.2 s once per process; a question takes about a millisecond.
+
+Context lines (short, so the model can copy a command and its arguments):
+    cmd /m <mailbox> <message>: send mail; a new mailbox asks Y/N, then an optional PIN
+    relay: no command; DM me '<shortname> <message>'; their next plain DM comes back to you
+    fact: SNR is signal-to-noise ratio in dB. Higher is better; ...
+    not a command: /nuke; /help lists the commands
+The block added for one question stays within `CONTEXT_BUDGET_TOKENS` as `estimate_tokens` counts it (an
+estimate that errs high for the embedded SmolLM2 tokenizer): lines past the budget are left out.
+
+`with_context` adds lines to a Mesh-Master prompt's Context block after the bot's history lines (creating the
+block when absent), leaving every other byte as it was. A text that is not a Mesh-Master prompt (a bare
+question) becomes one without bot text: "Context:\\n<lines>\\n\\nQuestion: <text>\\nAnswer:".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from meshai_common.grounding.index import Doc, Index, build_docs, frame_terms
+from meshai_common.grounding.text import named_words
+from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_words
+from meshai_common.meshmaster.catalog import Command, FactItem, Topic
+from meshai_common.prompts import meshmaster_prompt, parse_meshmaster_prompt, question_of
+
+GROUNDING_VERSION = "catalog-v1"
+CONTEXT_BUDGET_TOKENS = 90
+_PIECE = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+
+__all__ = [
+    "CONTEXT_BUDGET_TOKENS",
+    "GROUNDING_VERSION",
+    "Hit",
+    "build_index",
+    "context_lines",
+    "estimate_tokens",
+    "ground_prompt",
+    "retrieve",
+    "retrieve_from",
+    "with_context",
+]
+
+
+@dataclass(frozen=True)
+class Hit:
+    kind: str  # "command" | "relay" | "fact" | "unknown" (a slash word that is no command)
+    key: str  # canonical command name ("/nodes"), "relay", a facts topic id or plain word, or the unknown word
+    line: str  # the Context line shown to the model
+    score: float
+
+
+# -- lines ----------------------------------------------------------------------------------------------
+
+
+def _command_line(cmd: Command) -> str:
+    where = " (admin, DM)" if cmd.admin else " (DM)" if cmd.dm_only else ""
+    return f"cmd {cmd.usage}: {cmd.description}{where}"
+
+
+def _relay_line() -> str:
+    usage = load_catalog().relay_usage
+    return f"relay: no command; DM me '{usage}'; their next plain DM comes back to you"
+
+
+def _fact_line(topic: Topic, item: FactItem) -> str:
+    return f"fact: {item.answer}"
+
+
+def _unknown_line(word: str) -> str:
+    return f"not a command: {word}; /help lists the commands"
+
+
+def estimate_tokens(text: str) -> int:
+    """A token count for the budget that errs high for SmolLM2's tokenizer on Context lines.
+
+    Pieces (a letter run, a digit, a symbol; an all-capitals run costs one per two letters), times 1.2,
+    plus 1. On every line the catalog and facts give, it is at most 3 tokens below and on average 15 % above
+    the embedded model's own count (bytes/4 is 10 % to 2x below it: "/", digits and capitals are tokens).
+    """
+    pieces = 0
+    for p in _PIECE.findall(text):
+        pieces += (len(p) + 1) // 2 if p.isupper() and len(p) > 1 else 1 + len(p) // 9
+    return math.ceil(pieces * 1.2) + 1
+
+
+# -- retrieval ------------------------------------------------------------------------------------------
+
+_UNKNOWN_SCORE = 3.0  # an unknown slash word is named by the question itself: always first
+_NAMED_SCORE = 2.0  # so is a real command the question names ("what does /c do?")
+HISTORY_LINES = 2  # the latest Context lines a question may lean on
+
+
+@lru_cache(maxsize=1)
+def _index() -> Index:
+    return build_index()
+
+
+def retrieve(question: str, k: int = 4, history: Sequence[str] = ()) -> list[Hit]:
+    """The k entries that best fit `question`, best first, one per key. Deterministic; index built once.
+
+    history: the prompt's Context lines ("<shortname>: <text>", oldest first). The latest ones lend their
+    words, at a lower weight, to a question that leans on them ("how do i read it" after "left u mail in
+    camp"), and a slash word in them that is no command gets its "unknown" hit after the question's own.
+    """
+    return retrieve_from(_index(), question, k, history)
+
+
+def build_index(keep: Callable[[Doc], bool] | None = None) -> Index:
+    """A fresh index of every document (or those `keep` accepts: benchmarks hold phrasings out)."""
+    docs = build_docs(_command_line, _relay_line(), _fact_line)
+    return Index([d for d in docs if keep is None or keep(d)], frame_terms())
+
+
+def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str] = ()) -> list[Hit]:
+    """`retrieve` against a given index."""
+    if k <= 0 or not question.strip():
+        return []
+    catalog = load_catalog()
+    own = [_history_text(line) for line in history if not _is_grounding_line(line)]
+    recent = own[len(own) - HISTORY_LINES:] if HISTORY_LINES else []
+    hits: list[Hit] = []
+    seen: set[str] = set()
+
+    def add(hit: Hit) -> None:
+        if hit.key not in seen and len(hits) < k:
+            seen.add(hit.key)
+            hits.append(hit)
+
+    for word in unknown_slash_words(question):
+        add(Hit("unknown", word.lower(), _unknown_line(word.lower()), _UNKNOWN_SCORE))
+    written = named_words(question)  # "the whois cmd": a command name without its slash
+    for word in [*slash_words(question), *written]:
+        cmd = catalog.get(word)
+        if cmd is not None:
+            add(Hit("command", cmd.name, _command_line(cmd), _NAMED_SCORE))
+    for word in written:
+        # only a word the index does not know: "the mail cmd" or "list cmd aliases" name no unknown command
+        if catalog.get(word) is None and index.unknown(word[1:]):
+            add(Hit("unknown", word, _unknown_line(word), _UNKNOWN_SCORE))
+    for line in reversed(recent):
+        for word in unknown_slash_words(line):
+            add(Hit("unknown", word.lower(), _unknown_line(word.lower()), _UNKNOWN_SCORE))
+    for entry, score in index.search(question, recent):
+        if len(hits) >= k:
+            break
+        add(Hit(entry.kind, entry.key, entry.line, round(score, 6)))
+    return hits
+
+
+_GROUNDING_PREFIXES = ("cmd /", "relay: ", "fact: ", "not a command: ")
+
+
+def _is_grounding_line(line: str) -> bool:
+    """A Context line this module wrote (so grounding a grounded prompt sees the same history)."""
+    return line.startswith(_GROUNDING_PREFIXES) or "(plain word, no slash)" in line
+
+
+def _history_text(line: str) -> str:
+    short, sep, text = line.partition(": ")
+    return text if sep and " " not in short.strip() else line
+
+
+def context_lines(hits: Sequence[Hit]) -> list[str]:
+    """The hits' lines, in order, as many as fit CONTEXT_BUDGET_TOKENS (one line per key)."""
+    out: list[str] = []
+    used = 0
+    for hit in hits:
+        cost = estimate_tokens(hit.line + "\n")
+        if hit.line in out or used + cost > CONTEXT_BUDGET_TOKENS:
+            continue
+        out.append(hit.line)
+        used += cost
+    return out
+
+
+def with_context(user_text: str, lines: Sequence[str]) -> str:
+    """user_text with `lines` added at the end of its Context block (see the module doc for bare text).
+
+    Lines already in the block are not added twice, so grounding a grounded prompt changes nothing.
+    """
+    parsed = parse_meshmaster_prompt(user_text)
+    if parsed is None:
+        new = [x for x in dict.fromkeys(lines) if x]
+        return meshmaster_prompt(user_text, new, bot_system="") if new else user_text
+    new = [x for x in dict.fromkeys(lines) if x and x not in parsed.context]
+    if not new:
+        return user_text
+    added = "\n".join(new)
+    # Insert at the exact place parse_meshmaster_prompt splits, so the bot's bytes stay as they were.
+    body_end = user_text.rstrip().rfind("\nAnswer:")
+    body = user_text[:body_end]
+    q_at = 0 if body.startswith("Question: ") else body.rfind("\n\nQuestion: ") + 2
+    if parsed.context:
+        at = q_at - 2  # the end of the last context line
+        return user_text[:at] + "\n" + added + user_text[at:]
+    return user_text[:q_at] + f"Context:\n{added}\n\n" + user_text[q_at:]
+
+
+def ground_prompt(user_text: str, k: int = 4) -> str:
+    """user_text with the catalog lines that fit its question (and recent history) added to its Context."""
+    parsed = parse_meshmaster_prompt(user_text)
+    if parsed is None:
+        return with_context(user_text, context_lines(retrieve(question_of(user_text), k)))
+    return with_context(user_text, context_lines(retrieve(parsed.question, k, parsed.context)))
