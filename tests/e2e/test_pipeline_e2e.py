@@ -44,8 +44,18 @@ def test_pipeline_trains_beats_baseline_promotes_and_serves(stack):
     assert summary["promoted"]
     store = pipe.store
     results = store.get_json(summary["results_key"])
-    assert results["candidate"]["overall"] == pytest.approx(summary["candidate_overall"])
-    assert results["baseline"]["overall"] == pytest.approx(summary["baseline_overall"])
+    # Nothing was in production: the gate compared the candidate with the base model, on the field suite.
+    assert summary["reference"] == "base" and results["suite"]["name"] == "field"
+    assert results["models"]["candidate"]["overall"] == pytest.approx(summary["candidate_overall"])
+    assert results["models"]["base"]["overall"] == pytest.approx(summary["baseline_overall"])
+    assert results["models"]["candidate"]["hallucinated_command_rate"] == 0.0
+    assert results["gate"]["promote"] and all(r["passed"] for r in results["gate"]["rules"])
+    assert results["test_split"]["n"] > 0
+    report = store.get_bytes(summary["report_key"]).decode()
+    assert "<html" in report and "Gate" in report and "Failed replies" in report
+    # The data stage grounded the examples, and the Modelfile says so: the gateway serves it grounded.
+    assert store.get_json("runs/e2e-1/quantize/manifest.json")["config"]["grounding"]
+    assert "# meshai: grounding=" in store.get_bytes("runs/e2e-1/quantize/Modelfile").decode()
     # Lineage: every stage left a manifest whose inputs are the previous stage's outputs.
     from meshai_common.manifest import lineage
 
@@ -74,6 +84,16 @@ def test_pipeline_trains_beats_baseline_promotes_and_serves(stack):
     assert lines[-1]["done"] and "".join(x.get("response", "") for x in lines).strip()
     tags = httpx.get(f"{base}/api/tags", timeout=10).json()
     assert any(m["name"].startswith("mesh-ai") for m in tags["models"])
+
+    # The evaluator scores any Ollama-compatible endpoint as the bot calls it: here the gateway itself.
+    from meshai_evaluator.askers import HttpAsker
+    from meshai_evaluator.runner import evaluate
+    from meshai_evaluator.suite import load_suite, questions
+
+    items = questions(load_suite("public"))[:4]
+    over_http = evaluate(HttpAsker(base, "mesh-ai"), items, seeds=0)
+    assert over_http["n"] == 4 and over_http["latency"]["p50_s"] > 0
+    assert over_http["hallucinated_command_rate"] == 0.0
 
     # Re-running the same run id resumes: every stage already succeeded, nothing is trained again.
     again = pipe.run(PipelineOptions(run_id="e2e-1"))

@@ -116,6 +116,12 @@ def _pipeline(args: argparse.Namespace) -> dict:
         qtype=args.qtype,
         model_name=args.model_name,
         threshold=args.threshold,
+        suite=args.suite,
+        full_eval=args.full_eval,
+        margin=args.margin,
+        max_hallucination_rate=args.max_hallucination_rate,
+        max_area_drop=args.max_area_drop,
+        reports_dir=_home(args) / "reports",
     )
     pipe = Pipeline(Addresses.from_env(), ArtifactStore.from_env())
     try:
@@ -179,6 +185,11 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         f"({', '.join(o['key'].rsplit('/', 1)[-1] for o in m['outputs'][:4])}"
         f"{'…' if len(m['outputs']) > 4 else ''})  code {m['code_version']}"
         for m in manifests))
+    if not args.json:
+        for m in manifests:
+            for o in m["outputs"]:
+                if o["key"].endswith("/report.html"):
+                    print(f"evaluation report: {o['key']} (local copy: {_home(args) / 'reports' / (args.run_id + '.html')})")
     return 0
 
 
@@ -193,7 +204,13 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     p.add_argument("--qtype", default="Q4_K_M", choices=["Q4_K_M", "Q5_K_M", "Q8_0", "F16"])
     p.add_argument("--model-name", default="mesh-ai")
-    p.add_argument("--threshold", type=float, default=0.0, help="minimum overall score to promote (0-100)")
+    p.add_argument("--suite", default="field", help="evaluation suite the gate judges on (field, public)")
+    p.add_argument("--full-eval", action="store_true", help="3 sampled passes, the F16 model (quantization loss) "
+                   "and the whole test split; default: greedy + 1 sampled pass, 40 test-split examples")
+    p.add_argument("--threshold", type=float, default=0.0, help="gate: absolute overall floor (0-100; 0: none)")
+    p.add_argument("--margin", type=float, help="gate: points the candidate must beat production by (default 1)")
+    p.add_argument("--max-hallucination-rate", type=float, help="gate: ceiling in percent of replies (default 0)")
+    p.add_argument("--max-area-drop", type=float, help="gate: largest allowed drop of any area (default 10)")
     p.add_argument("--json", help="also write the summary as JSON to this file")
 
 

@@ -59,8 +59,16 @@ class PipelineOptions:
     qtype: str = "Q4_K_M"
     model_name: str = "mesh-ai"
     threshold: float = 0.0
-    suite: str = "public"
+    suite: str = "field"
     promote: bool = True
+    # Full evaluation: 3 sampled passes, the unquantized model too (quantization loss), the whole test split.
+    # Otherwise (the demo): greedy + 1 sampled pass and an even sample of 40 test-split examples.
+    full_eval: bool = False
+    margin: float | None = None
+    max_hallucination_rate: float | None = None
+    max_area_drop: float | None = None
+    # Where the evaluation's HTML report is copied for the operator (None: left in the bucket only).
+    reports_dir: Path | None = None
 
 
 @dataclass
@@ -180,13 +188,13 @@ class Pipeline:
         mb_ref = _ref(self.store.put_file(Path(mailboxes), f"runs/{run_id}/inputs/{Path(mailboxes).name}")) \
             if mailboxes else None
 
-        from meshai_evaluator.suite import suite_prompts  # the suite's questions never enter training data
-
+        # Every evaluation suite's questions are kept out of the training data by the data service itself.
         data = self._run_stage("data", data_pb2_grpc.DataServiceStub(self._channel(self.addrs.data)),
                                data_pb2.PrepareDataRequest(
                                    run_id=run_id, archives=arch_refs, mailboxes=mb_ref, min_pairs=opts.min_pairs,
-                                   seed=opts.seed, cap=True, exclude_prompts=suite_prompts(opts.suite)))
+                                   seed=opts.seed, cap=True))
         d = data.data
+        grounding = self._data_grounding(run_id)
         self.out(f"  dataset: train {d.train_size}, val {d.val_size}, test {d.test_size}")
 
         train = self._run_stage("train", trainer_pb2_grpc.TrainerServiceStub(self._channel(self.addrs.trainer)),
@@ -200,13 +208,11 @@ class Pipeline:
             "quantize", quantizer_pb2_grpc.QuantizerServiceStub(self._channel(self.addrs.quantizer)),
             quantizer_pb2.QuantizeRequest(run_id=run_id, candidate_prefix=t.merged_prefix,
                                           baseline_prefix=t.base_prefix, baseline_key=t.base_key,
-                                          qtype=opts.qtype, model_name=opts.model_name))
+                                          qtype=opts.qtype, model_name=opts.model_name, grounding=grounding))
         q = quant.quantize
 
         ev = self._run_stage("eval", evaluator_pb2_grpc.EvaluatorServiceStub(self._channel(self.addrs.evaluator)),
-                             evaluator_pb2.EvalRequest(run_id=run_id, candidate=q.candidate_gguf,
-                                                       baseline=q.baseline_gguf, suite=opts.suite,
-                                                       threshold=opts.threshold))
+                             self._eval_request(run_id, opts, q, d))
         e = ev.eval
         summary: dict[str, Any] = {
             "run_id": run_id,
@@ -215,10 +221,18 @@ class Pipeline:
             "candidate_areas": dict(e.candidate_areas),
             "baseline_areas": dict(e.baseline_areas),
             "results_key": e.results.key,
+            "report_key": e.report.key,
+            "reference": e.reference or "base",
+            "candidate_hallucinated_rate": e.candidate_hallucinated_rate,
+            "suite": opts.suite,
             "promoted": False,
             "reason": e.reason,
             "wall_s": 0.0,
         }
+        if e.report.key and opts.reports_dir is not None:
+            local = Path(opts.reports_dir) / f"{run_id}.html"
+            self.store.get_file(e.report.key, local, expected_sha256=e.report.sha256 or None)
+            summary["report_path"] = str(local)
         if e.promote and opts.promote:
             pointer = promote(self.store, opts.model_name, run_id=run_id, gguf=q.candidate_gguf,
                               modelfile=q.modelfile, eval_results=e.results, overall=e.candidate_overall)
@@ -227,6 +241,28 @@ class Pipeline:
             self._refresh_gateway()
         summary["wall_s"] = time.monotonic() - t0
         return summary
+
+    def _data_grounding(self, run_id: str) -> str:
+        """How the data stage grounded the training examples (recorded in its manifest), "" when it did not."""
+        try:
+            manifest = self.store.get_json(f"runs/{run_id}/data/manifest.json")
+        except NotFound:
+            return ""
+        return str((manifest.get("config") or {}).get("grounding") or "")
+
+    @staticmethod
+    def _eval_request(run_id: str, opts: PipelineOptions, q: Any, d: Any) -> evaluator_pb2.EvalRequest:
+        req = evaluator_pb2.EvalRequest(
+            run_id=run_id, candidate=q.candidate_gguf, baseline=q.baseline_gguf, suite=opts.suite,
+            threshold=opts.threshold, candidate_modelfile=q.modelfile, model_name=opts.model_name,
+            seeds=3 if opts.full_eval else 1, test_split=d.test, test_limit=0 if opts.full_eval else 40)
+        if opts.full_eval and q.candidate_f16.key:
+            req.candidate_f16.CopyFrom(q.candidate_f16)
+        for name in ("margin", "max_hallucination_rate", "max_area_drop"):
+            value = getattr(opts, name)
+            if value is not None:
+                setattr(req, name, value)
+        return req
 
     def _refresh_gateway(self) -> None:
         if not self.addrs.gateway:
@@ -263,14 +299,18 @@ def _first(items: Any) -> Path | None:
 
 def format_summary(summary: dict[str, Any], gateway_url: str, model_name: str) -> str:
     areas = sorted(set(summary["candidate_areas"]) | set(summary["baseline_areas"]))
-    lines = ["", "Evaluation (public suite), candidate vs baseline:",
-             f"  {'area':<14}{'baseline':>10}{'candidate':>11}{'delta':>9}"]
+    ref = summary.get("reference", "base")
+    lines = ["", f"Evaluation ({summary.get('suite', 'field')} suite, asked as Mesh-Master asks), candidate vs {ref}:",
+             f"  {'area':<14}{ref:>10}{'candidate':>11}{'delta':>9}"]
     for a in areas:
         b, c = summary["baseline_areas"].get(a, 0.0), summary["candidate_areas"].get(a, 0.0)
         lines.append(f"  {a:<14}{b:>10.1f}{c:>11.1f}{c - b:>+9.1f}")
     b, c = summary["baseline_overall"], summary["candidate_overall"]
     lines.append(f"  {'OVERALL':<14}{b:>10.1f}{c:>11.1f}{c - b:>+9.1f}")
+    lines.append(f"  candidate hallucinated-command rate: {summary.get('candidate_hallucinated_rate', 0.0):.1f}%")
     lines.append(f"  results: {summary['results_key']}")
+    if summary.get("report_path") or summary.get("report_key"):
+        lines.append(f"  report:  {summary.get('report_path') or summary['report_key']}")
     if summary["promoted"]:
         lines += [
             f"Promoted: {model_name} <- run {summary['run_id']} ({summary.get('pointer')})",

@@ -85,8 +85,15 @@ def check_loads(path: Path) -> None:
 
 def hf_to_quantized(hf_dir: Path, work: Path, name: str, qtype: str = "Q4_K_M") -> tuple[Path, dict[str, float]]:
     """The whole path for one model; returns the quantized file and timings."""
+    out, _, timings = hf_to_gguf_pair(hf_dir, work, name, qtype)
+    return out, timings
+
+
+def hf_to_gguf_pair(hf_dir: Path, work: Path, name: str, qtype: str = "Q4_K_M"
+                    ) -> tuple[Path, Path, dict[str, float]]:
+    """The quantized file and the F16 file it was made from (kept to measure the quantization loss)."""
     t0 = time.monotonic()
     f16 = convert_to_gguf(hf_dir, Path(work) / f"{name}-F16.gguf")
     t1 = time.monotonic()
     out = quantize(f16, Path(work) / f"{name}-{check_qtype(qtype)}.gguf", qtype)
-    return out, {"convert_s": t1 - t0, "quantize_s": time.monotonic() - t1}
+    return out, f16, {"convert_s": t1 - t0, "quantize_s": time.monotonic() - t1}

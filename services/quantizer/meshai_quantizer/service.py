@@ -14,7 +14,7 @@ from meshai_common.modelfile import default_modelfile
 from meshai_common.progress import Progress
 from meshai_common.refs import check_prefix, fetch_prefix, to_ref
 from meshai_common.registry import check_model_name
-from meshai_quantizer.quantize import check_qtype, hf_to_quantized
+from meshai_quantizer.quantize import check_qtype, hf_to_gguf_pair, hf_to_quantized
 
 STAGE = "quantize"
 
@@ -28,15 +28,22 @@ def run_quantize(req: quantizer_pb2.QuantizeRequest, ctx: RunContext) -> tuple[j
     ctx.report(Progress(step=0, total=steps, message="downloading merged model"))
     cand_dir = fetch_prefix(ctx.store, req.candidate_prefix, ctx.workdir / "candidate")
     ctx.report(Progress(step=1, total=steps, message=f"converting and quantizing to {qtype}"))
-    gguf, t = hf_to_quantized(cand_dir, ctx.workdir / "gguf", name, qtype)
+    gguf, f16, t = hf_to_gguf_pair(cand_dir, ctx.workdir / "gguf", name, qtype)
     timings |= {f"candidate_{k}": v for k, v in t.items()}
     ctx.check_cancelled()
     cand = ctx.store.put_file(gguf, f"{ctx.prefix}/{gguf.name}")
+    outputs = [cand]
+    result = jobs_pb2.QuantizeResult(candidate_gguf=to_ref(cand), qtype=qtype)
+    if qtype != "F16":  # kept so the evaluator can measure what quantization costs
+        cand_f16 = ctx.store.put_file(f16, f"{ctx.prefix}/{f16.name}")
+        result.candidate_f16.CopyFrom(to_ref(cand_f16))
+        outputs.append(cand_f16)
     mf_path = ctx.workdir / "Modelfile"
-    mf_path.write_text(default_modelfile(f"./{gguf.name}"))
+    extensions = {"grounding": req.grounding} if req.grounding else {}
+    mf_path.write_text(default_modelfile(f"./{gguf.name}", extensions=extensions))
     modelfile = ctx.store.put_file(mf_path, f"{ctx.prefix}/Modelfile")
-    result = jobs_pb2.QuantizeResult(candidate_gguf=to_ref(cand), modelfile=to_ref(modelfile), qtype=qtype)
-    outputs = [cand, modelfile]
+    result.modelfile.CopyFrom(to_ref(modelfile))
+    outputs.append(modelfile)
     if req.baseline_prefix:
         # The base's GGUF depends only on the base weights and qtype: built once, then reused by every run.
         cached_key = f"cache/baseline/{req.baseline_key or 'unkeyed'}/base-{qtype}.gguf"
@@ -54,7 +61,8 @@ def run_quantize(req: quantizer_pb2.QuantizeRequest, ctx: RunContext) -> tuple[j
     ctx.report(Progress(step=steps, total=steps, message="done"))
     manifest = write_manifest(
         ctx.store, ctx.run_id, STAGE, inputs=[ctx.store.stat(k) for k in ctx.store.list(req.candidate_prefix + "/")],
-        outputs=outputs, config={"qtype": qtype, "model_name": name, "baseline_key": req.baseline_key},
+        outputs=outputs, config={"qtype": qtype, "model_name": name, "baseline_key": req.baseline_key,
+                "grounding": req.grounding or None},
         timings=timings | {"total": time.monotonic() - t0},
         parents={"train": f"runs/{ctx.run_id}/train/manifest.json"},
     )

@@ -106,7 +106,7 @@ def test_shipped_names_include_cpu_gpu_and_the_guides_recipe():
     gpu = load_config("gpu-smollm2")
     assert gpu.adapter == "qlora" and gpu.load_in_4bit and gpu.bf16 is True and gpu.sample_packing
     cpu = load_config("cpu-smollm2")
-    assert cpu.adapter == "lora" and not cpu.sample_packing and cpu.max_train_seconds == 300
+    assert cpu.adapter == "lora" and not cpu.sample_packing and 0 < cpu.max_train_seconds <= 420  # demo time box
 
 
 def test_model_checks_name_what_is_missing(tmp_path, smollm2_dir):

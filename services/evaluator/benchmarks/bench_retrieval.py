@@ -1,0 +1,266 @@
+"""Benchmark: how often grounding retrieval puts the right command in the Context block, and how fast.
+
+    python services/evaluator/benchmarks/bench_retrieval.py [--suite field] [--data-dir D] [--min-pairs N]
+                                                            [--show-misses] [--json out.json]
+
+Two question sets:
+- an evaluation suite (default "field"): command items are labelled with their `accept` commands (canonical
+  names) and plain words, relay items (`relay`, or `accept_regex` alone) with "relay"; a fake item counts as
+  found when the first hit is the "unknown" hit for its word. Items with a `context` (history lines) are
+  asked in Mesh-Master's prompt shape; retrieval sees the question and the history, as ground_prompt does.
+- the test split the data service writes (`meshai data prepare`, run on the shipped samples unless
+  --data-dir names a folder with test.jsonl): the label is the command of the example's bank intent
+  ("relay" for relay), else the gold answer's first real slash command (a fact example: its topic, or that
+  command). Test phrasings come from the question bank the index holds, so the split is scored twice:
+  against the full index, and with the test examples' own template groups held out of the index (the
+  figure that says how the index generalizes to phrasings it has never seen).
+
+A question counts as found at k when one of its labels is among the first k hits' keys, or is a command the
+answer line of a fact hit names (what the model sees in its Context). Prints recall@1/@2/@4 and mean / p99
+latency per query, and the Context block's size: lines kept under the token budget, and its tokens by the
+embedded model's tokenizer when llama-cpp-python is installed. Exit code 1 when the suite's top-4 command
+recall is under the goal (97 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshai_common.errors import NotFound
+from meshai_common.grounding import (
+    CONTEXT_BUDGET_TOKENS,
+    GROUNDING_VERSION,
+    Hit,
+    build_index,
+    context_lines,
+    estimate_tokens,
+    retrieve,
+    retrieve_from,
+)
+from meshai_common.meshmaster import load_catalog, slash_words
+from meshai_common.prompts import meshmaster_prompt, parse_meshmaster_prompt
+
+ROOT = Path(__file__).resolve().parents[3]
+SAMPLES = ROOT / "services" / "data" / "meshai_data" / "samples"
+GOAL_TOP4 = 0.97
+KS = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class Item:
+    question: str  # the user turn (a bare question or a Mesh-Master prompt)
+    labels: frozenset[str]  # keys any of which counts as found ("/c", "relay", "/nuke" for a fake)
+    kind: str  # "command" | "relay" | "fake"
+    group: str = ""
+
+
+@dataclass
+class Result:
+    name: str
+    n: int
+    recall: dict[int, float]
+    mean_ms: float
+    p99_ms: float
+    misses: list[tuple[str, list[str], list[str]]]
+
+    def row(self) -> str:
+        r = "  ".join(f"@{k} {self.recall[k] * 100:5.1f}%" for k in KS)
+        return f"{self.name:<34} n={self.n:<4} {r}   mean {self.mean_ms:.2f} ms  p99 {self.p99_ms:.2f} ms"
+
+
+def _canon(word: str) -> str | None:
+    cmd = load_catalog().get(word)
+    return cmd.name if cmd else None
+
+
+def suite_items(name: str) -> list[Item]:
+    from meshai_evaluator.suite import load_suite
+
+    suite = load_suite(name)
+    plain = load_catalog().plain_words
+    items = []
+    for it in suite.get("commands", []):
+        question = it["question"]
+        if it.get("context"):
+            question = meshmaster_prompt(question, it["context"])
+        accept = {_canon(a) or a for a in it.get("accept", []) if _canon(a) or a in plain}
+        if it.get("relay") or (it.get("accept_regex") and not accept):
+            items.append(Item(question, frozenset({"relay"} | accept), "relay"))
+        elif accept:
+            items.append(Item(question, frozenset(accept), "command"))
+    for it in suite.get("hallucination", []):
+        question = meshmaster_prompt(it["question"], it["context"]) if it.get("context") else it["question"]
+        items.append(Item(question, frozenset({"/" + str(it["fake"]).lower()}), "fake"))
+    return items
+
+
+def split_items(data_dir: Path) -> list[Item]:
+    commands = _intent_commands()
+    path = data_dir / "test.jsonl"
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            ex = json.loads(line)
+            turns = {t.get("role", t.get("from")): t.get("content", t.get("value"))
+                     for t in ex.get("messages") or ex.get("conversations")}
+            user, gold = turns.get("user", turns.get("human")), turns.get("assistant", turns.get("gpt"))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SystemExit(f"{path}:{n}: not a messages/conversations record: {exc}") from None
+        if not isinstance(user, str) or not isinstance(gold, str):
+            raise SystemExit(f"{path}:{n}: needs a user and an assistant turn")
+        intent, group = ex.get("intent", ""), ex.get("group", "")
+        if intent == "fake_command":
+            continue  # its answer names /help, not what was asked; fakes are scored on the suite
+        # The intent's command, not the gold answer's: an example trained to say "not sure, see /help" (its
+        # command left out of the Context on purpose) still asks about that command.
+        label = commands.get(intent) or next((c for c in (_canon(w) for w in slash_words(gold)) if c), None)
+        if label == "relay":
+            items.append(Item(user, frozenset({"relay"}), "relay", group))
+        elif label:
+            topic = {intent.split(":", 1)[1]} if intent.startswith("fact:") else set()
+            items.append(Item(user, frozenset({label} | topic), "command", group))
+    return items
+
+
+def _intent_commands() -> dict[str, str]:
+    """Bank intent id -> its command ("relay" for the relay intent); empty without the bank."""
+    try:
+        from meshai_common.meshmaster.intents import load_intents
+    except ImportError:
+        return {}
+    return {i.id: i.command or "relay" for i in load_intents() if i.command or i.id == "relay"}
+
+
+def prepare_split(out: Path, min_pairs: int) -> Path:
+    """Run `meshai data prepare` on the shipped samples into out (its own CLI, so no service is imported)."""
+    meshai = Path(sys.executable).parent / "meshai"
+    cmd = [str(meshai), "data", "prepare", "--archive", str(SAMPLES / "messages_archive.json"),
+           "--mailboxes", str(SAMPLES / "mesh_mailboxes.json"), "--output-dir", str(out),
+           "--min-pairs", str(min_pairs), "--cap"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def _found_keys(hit: Hit) -> set[str]:
+    """What a hit puts in front of the model: its key, and for a fact the commands its answer names."""
+    if hit.kind != "fact":
+        return {hit.key}
+    return {hit.key} | {c for c in (_canon(w) for w in slash_words(hit.line)) if c}
+
+
+def score(name: str, items: Sequence[Item], ask: Callable[[str, Sequence[str]], list[Hit]]) -> Result:
+    found = dict.fromkeys(KS, 0)
+    times: list[float] = []
+    misses = []
+    for item in items:
+        parsed = parse_meshmaster_prompt(item.question)
+        question, history = (parsed.question, parsed.context) if parsed else (item.question.strip(), ())
+        t0 = time.perf_counter()
+        hits = ask(question, history)
+        times.append((time.perf_counter() - t0) * 1000)
+        keys = [_found_keys(h) for h in hits]
+        for k in KS:
+            top = keys[:1] if item.kind == "fake" else keys[:k]
+            found[k] += bool(item.labels & set().union(*top))
+        if not item.labels & set().union(*keys[:1]):
+            misses.append((question, sorted(item.labels), [h.key for h in hits]))
+    times.sort()
+    n = max(len(items), 1)
+    p99 = times[min(len(times) - 1, int(0.99 * len(times)))] if times else 0.0
+    return Result(name, len(items), {k: found[k] / n for k in KS}, statistics.fmean(times or [0.0]), p99, misses)
+
+
+def budget_report(items: Sequence[Item]) -> None:
+    """Lines kept per question under the token budget, and the block's size by the embedded tokenizer."""
+    count = _embedded_token_counter()
+    kept, real, est = [], [], []
+    for item in items:
+        parsed = parse_meshmaster_prompt(item.question)
+        question, history = (parsed.question, parsed.context) if parsed else (item.question.strip(), ())
+        lines = context_lines(retrieve(question, 4, history))
+        block = "".join(line + "\n" for line in lines)
+        kept.append(len(lines))
+        est.append(sum(estimate_tokens(line + "\n") for line in lines))
+        if count:
+            real.append(count(block))
+    n = max(len(items), 1)
+    msg = (f"context block (k=4, budget {CONTEXT_BUDGET_TOKENS}): {statistics.fmean(kept or [0]):.2f} lines, "
+           f"all 4 kept for {sum(k == 4 for k in kept) / n * 100:.0f} %, estimate max {max(est, default=0)}")
+    if real:
+        msg += f"; embedded tokenizer: mean {statistics.fmean(real):.1f}, max {max(real)} tokens"
+    print(msg)
+
+
+def _embedded_token_counter() -> Callable[[str], int] | None:
+    """Token counter of the embedded SmolLM2 GGUF (vocabulary only), or None without llama-cpp-python."""
+    try:
+        from llama_cpp import Llama
+
+        from meshai_common.embedded import embedded_gguf
+
+        llm = Llama(model_path=str(embedded_gguf()), vocab_only=True, verbose=False)
+    except Exception:  # noqa: BLE001 - optional: the figure is left out
+        return None
+    return lambda text: len(llm.tokenize(text.encode(), add_bos=False, special=False))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--suite", default="field", help="evaluation suite name or path (default field)")
+    ap.add_argument("--data-dir", type=Path, help="a folder with test.jsonl (default: prepare one from the samples)")
+    ap.add_argument("--min-pairs", type=int, default=4000, help="pairs to prepare when no --data-dir (default 4000)")
+    ap.add_argument("--show-misses", action="store_true", help="print each question whose top hit is wrong")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    retrieve("warm up")
+    print(f"grounding {GROUNDING_VERSION}: index built in {(time.perf_counter() - t0) * 1000:.0f} ms")
+    results: list[Result] = []
+    goal_ok = True
+    try:
+        items = suite_items(args.suite)
+    except NotFound as exc:
+        print(f"suite: skipped ({exc})")
+        items = []
+    for kind in ("command", "relay", "fake"):
+        chosen = [i for i in items if i.kind == kind]
+        if chosen:
+            results.append(score(f"{args.suite} {kind}", chosen, lambda q, h: retrieve(q, 4, h)))
+    commands = [i for i in items if i.kind in ("command", "relay")]
+    if commands:
+        overall = score(f"{args.suite} command+relay", commands, lambda q, h: retrieve(q, 4, h))
+        results.append(overall)
+        goal_ok = overall.recall[4] >= GOAL_TOP4
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir or prepare_split(Path(tmp) / "data", args.min_pairs)
+        split = split_items(data_dir)
+    results.append(score("test split (index has its phrasing)", split, lambda q, h: retrieve(q, 4, h)))
+    held = {i.group for i in split if i.group}
+    heldout_index = build_index(lambda d: d.group not in held)
+    results.append(score("test split (phrasing held out)", split, lambda q, h: retrieve_from(heldout_index, q, 4, h)))
+
+    budget_report([*items, *split])
+    for r in results:
+        print(r.row())
+        if args.show_misses:
+            for q, labels, keys in r.misses:
+                print(f"    miss: {q!r} want {'/'.join(labels)} got {keys}")
+    if args.json:
+        args.json.write_text(json.dumps([{"name": r.name, "n": r.n, "recall": r.recall, "mean_ms": r.mean_ms,
+                                          "p99_ms": r.p99_ms} for r in results], indent=2))
+    return 0 if goal_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
