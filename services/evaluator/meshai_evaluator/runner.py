@@ -83,7 +83,7 @@ def evaluate(asker: Asker, items: Sequence[Item], *, seeds: int = 1, ctx: JobCon
                                 "tokens": r.tokens})
                 done += 1
                 if ctx and (done % 5 == 0 or done == total):
-                    ctx.report(Progress(step=done, total=total, message=f"{label} {name}".strip()))
+                    ctx.report(Progress(step=done, total=total, message=label or name))
         if key and cache:
             cache[1](key, asked)
     runs = []
