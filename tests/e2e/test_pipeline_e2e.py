@@ -16,7 +16,8 @@ from meshai_common.store import ArtifactStore
 from meshai_orchestrator.pipeline import Addresses, Pipeline, PipelineError, PipelineOptions
 from meshai_orchestrator.stack import BUCKET, Stack, StackConfig, random_ports
 
-pytestmark = pytest.mark.slow
+# The whole pipeline (training, quantization, two models through the field suite) takes ~10 minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
