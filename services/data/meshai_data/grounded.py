@@ -23,9 +23,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 
-from meshai_common.grounding import GROUNDING_VERSION, Hit, context_lines, retrieve, with_context
+from meshai_common.grounding import GROUNDING_VERSION, Hit, context_lines, retrieve_for, with_context
 from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_words
-from meshai_common.prompts import parse_meshmaster_prompt, question_of
 from meshai_data.normalize import stable_hash as _h
 from meshai_data.synth import Example, check_answer
 
@@ -68,10 +67,7 @@ def gold_key(ex: Example) -> str | None:
 
 def retrieved(user_text: str, k: int = RETRIEVE_K) -> list[Hit]:
     """The hits `ground_prompt` retrieves for a user turn: its question, and its history when it has one."""
-    parsed = parse_meshmaster_prompt(user_text)
-    if parsed is None:
-        return retrieve(question_of(user_text), k)
-    return retrieve(parsed.question, k, parsed.context)
+    return retrieve_for(user_text, k)
 
 
 def _droppable(ex: Example, gold: str | None) -> bool:

@@ -112,7 +112,7 @@ def run_eval(req: evaluator_pb2.EvalRequest, ctx: RunContext) -> tuple[jobs_pb2.
             test_result = run("test split", cand, split, 0)
     finally:
         cand.close()
-    refs = [("production", production[0], production[1], "")] if production else []
+    refs = [("production", production[0], production[1], production[2]["gguf"]["sha256"])] if production else []
     refs.append(("base", base_path, None, req.baseline.sha256))
     if req.candidate_f16.key:
         (f16_path,) = fetch(ctx, [req.candidate_f16], "candidate-f16")

@@ -211,9 +211,14 @@ def with_context(user_text: str, lines: Sequence[str]) -> str:
     return user_text[:q_at] + f"Context:\n{added}\n\n" + user_text[q_at:]
 
 
-def ground_prompt(user_text: str, k: int = 4) -> str:
-    """user_text with the catalog lines that fit its question (and recent history) added to its Context."""
+def retrieve_for(user_text: str, k: int = 4) -> list[Hit]:
+    """The hits for a user turn: its question and, for a Mesh-Master prompt, its history lines."""
     parsed = parse_meshmaster_prompt(user_text)
     if parsed is None:
-        return with_context(user_text, context_lines(retrieve(question_of(user_text), k)))
-    return with_context(user_text, context_lines(retrieve(parsed.question, k, parsed.context)))
+        return retrieve(question_of(user_text), k)
+    return retrieve(parsed.question, k, parsed.context)
+
+
+def ground_prompt(user_text: str, k: int = 4) -> str:
+    """user_text with the catalog lines that fit its question (and recent history) added to its Context."""
+    return with_context(user_text, context_lines(retrieve_for(user_text, k)))

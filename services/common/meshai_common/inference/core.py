@@ -115,8 +115,12 @@ class GenerationCore:
             raise InvalidInput(f"options.max_chunks={max_chunks} must be >= 0 (0 turns the radio budget off)")
         return RadioBudget(chunk_bytes=chunk_bytes, max_chunks=max_chunks, suffix=s.reply_suffix)
 
+    def _grounds(self, req: GenerationRequest) -> bool:
+        """Grounding applies to a plain prompt request of a model trained with it (not raw, templated or chat)."""
+        return self.grounder is not None and req.prompt is not None and not (req.raw or req.template or req.messages)
+
     def render_prompt(self, req: GenerationRequest) -> str:
-        if self.grounder is not None and req.prompt is not None and not (req.raw or req.template or req.messages):
+        if self._grounds(req):
             req = replace(req, prompt=self.grounder(req.prompt))
         return render_request(req, self.default_system, self.chat_template, self.modelfile.template)
 
@@ -155,7 +159,7 @@ class GenerationCore:
         (and /help, /menu): what the model was trained to choose from."""
         if self.command_grammar is None:
             return None
-        if self.grounder is not None and req.prompt is not None and not (req.raw or req.template or req.messages):
+        if self._grounds(req):
             return grounded_command_grammar(prompt)
         return self.command_grammar
 
