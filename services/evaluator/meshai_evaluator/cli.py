@@ -97,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def format_table(models: dict[str, dict[str, Any]]) -> str:
-    areas = ("commands", "technical", "hallucination", "brevity")
+    from meshai_evaluator.scoring import AREAS as areas
+
     lines = [f"{'':<14}" + "".join(f"{a:>14}" for a in areas) + f"{'overall':>10}{'halluc.%':>10}{'p50 s':>8}"]
     for label, r in models.items():
         lines.append(f"{label:<14}" + "".join(f"{r['areas'][a]:>14.1f}" for a in areas)

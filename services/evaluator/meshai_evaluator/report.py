@@ -9,7 +9,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-AREAS = ("commands", "technical", "hallucination", "brevity")
+from meshai_evaluator.scoring import AREAS
+
 COLORS = {"candidate": "#2b7bb9", "candidate_f16": "#7fb3dc", "production": "#e08a1e", "base": "#9a9a9a"}
 LABELS = {"candidate": "candidate", "candidate_f16": "candidate (F16, before quantization)",
           "production": "production", "base": "base model"}

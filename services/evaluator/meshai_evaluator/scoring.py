@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from meshai_common.meshmaster import load_catalog, slash_words
+from meshai_common.meshmaster import load_catalog, slash_word_matches, slash_words
 from meshai_common.radio import chunk_count, fits_budget
 
 AREAS = ("commands", "technical", "hallucination", "brevity")
@@ -47,7 +47,6 @@ _TYPOGRAPHY = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2014": "-", "\u201
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 _NUMBERS_IN_TEXT = re.compile(r"(?<![\w.])(?:(?<!\d)-)?\d+(?:\.\d+)?")
 _TOKEN = re.compile(r"/?[A-Za-z0-9_']+")
-_SLASH_WORD = re.compile(r"(?<![\w/\\.:~<@#-])/([A-Za-z][A-Za-z0-9_]*)(?![\w/])")  # catalog.slash_words' rule
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|;\s*")
 _INTERJECTION = re.compile(r"^\s*(?:no|nope|yes|yeah|yep|sure)\s*[,!-]\s*", re.I)
 _NEGATION = re.compile(
@@ -153,7 +152,7 @@ def named_commands(text: str, allow: tuple[str, ...] | list[str] = ()) -> tuple[
 
 
 def _first_slash_position(text: str, allow: set[str]) -> int | None:
-    for m in _SLASH_WORD.finditer(text):
+    for m in slash_word_matches(text):
         if "/" + m.group(1).lower() not in allow:
             return m.start()
     return None
@@ -323,21 +322,6 @@ def judge(area: str, item: dict[str, Any], reply: str, other_fakes: frozenset[st
     raise ValueError(f"unknown area {area!r} for item {item.get('id')!r}")
 
 
-# -- kept for callers of the earlier scorer -----------------------------------------------------------------
-
-def command_correct(reply: str, item: dict[str, Any]) -> bool:
-    return judge_command(reply, item).passed
-
-
-def hallucination_pass(reply: str, item: dict[str, Any]) -> bool:
-    return judge_fake(reply, item).passed
-
-
-def concepts_hit(reply: str, item: dict[str, Any]) -> float:
-    groups = item["concepts"]
-    return sum(has_term(reply, g) for g in groups) / len(groups)
-
-
 # -- the batch -----------------------------------------------------------------------------------------------
 
 def _unknown(reply: str, area: str, item: dict[str, Any]) -> list[str]:
@@ -353,7 +337,7 @@ def _unknown(reply: str, area: str, item: dict[str, Any]) -> list[str]:
 def score(replies: list[dict[str, Any]]) -> dict[str, Any]:
     """replies: [{item, reply, area?, latency_s?, ...}], one per question asked (several per item when asked
     over seeds). `area` defaults to item["area"]. Returns areas, overall, hallucinated_command_rate, n and one
-    record per reply in `items` (also under `details`, the earlier name)."""
+    record per reply in `items`."""
     fakes = frozenset(str(r["item"]["fake"]).lstrip("/").lower() for r in replies
                       if (r.get("area") or r["item"].get("area")) == "hallucination")
     records = []
@@ -368,7 +352,7 @@ def score(replies: list[dict[str, Any]]) -> dict[str, Any]:
         records.append({
             "area": area, "id": item.get("id"), "question": item.get("question"),
             "context": list(item.get("context", ())), "reply": reply, "passed": verdict.passed,
-            "correct": verdict.passed, "reason": verdict.reason, "first_command": first_command(reply),
+            "reason": verdict.reason, "first_command": first_command(reply),
             "unknown_commands": _unknown(reply, area, item), "bytes": len(reply.encode()),
             "chunks": chunk_count(reply), "fits_budget": fits, "brief_and_right": fits and verdict.passed, **extra,
         })
@@ -383,26 +367,11 @@ def score(replies: list[dict[str, Any]]) -> dict[str, Any]:
             areas[area] = pct(passed)
     if records:
         areas["brevity"] = pct([d["brief_and_right"] for d in records])
-    invented = sum(bool(d["unknown_commands"]) for d in records)
     return {
         "areas": areas,
         "overall": sum(areas.values()) / len(areas) if areas else 0.0,
         "hallucinated_command_rate": pct([bool(d["unknown_commands"]) for d in records]) if records else 0.0,
-        "hallucinated_replies": invented,
         "n": len(records),
         "items": records,
-        "details": records,
     }
 
-
-def compare(candidate: dict[str, Any], baseline: dict[str, Any], threshold: float = 0.0) -> dict[str, Any]:
-    """Promote only a candidate that beats the baseline overall (and reaches `threshold`, when set)."""
-    c, b = candidate["overall"], baseline["overall"]
-    deltas = {a: candidate["areas"][a] - baseline["areas"].get(a, 0.0) for a in candidate["areas"]}
-    if c <= b:
-        promote, reason = False, f"candidate {c:.1f} does not beat baseline {b:.1f}"
-    elif threshold and c < threshold:
-        promote, reason = False, f"candidate {c:.1f} beats baseline {b:.1f} but is under the threshold {threshold:.1f}"
-    else:
-        promote, reason = True, f"candidate {c:.1f} beats baseline {b:.1f}"
-    return {"promote": promote, "reason": reason, "overall_delta": c - b, "area_deltas": deltas}

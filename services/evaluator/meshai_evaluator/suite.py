@@ -19,7 +19,6 @@ from meshai_common.meshmaster import load_catalog
 SUITES = Path(__file__).resolve().parent / "suites"
 DEFAULT_SUITE = "field"
 SECTIONS = ("commands", "hallucination", "technical")
-AREAS = ("commands", "brevity", "hallucination", "technical")
 
 _COMMON_KEYS = {"id", "question", "context", "note"}
 _KEYS = {

@@ -8,7 +8,7 @@ import pytest
 
 from meshai_common.errors import InvalidInput, NotFound
 from meshai_common.prompts import meshmaster_prompt
-from meshai_evaluator.scoring import compare, first_command, has_term, is_evasive, judge, score
+from meshai_evaluator.scoring import first_command, has_term, is_evasive, judge, score
 from meshai_evaluator.suite import all_suite_questions, load_suite, questions, suite_names, suite_prompts
 from meshai_evaluator.test_split import test_split_items
 
@@ -213,13 +213,6 @@ def test_score_areas_brevity_and_rates():
 def test_score_leaves_out_areas_without_items_and_reads_the_items_area():
     result = score([{"item": {**FIELD["nodes_terse"][1], "area": "commands"}, "reply": "/nodes"}])
     assert set(result["areas"]) == {"commands", "brevity"} and result["overall"] == 100.0
-
-
-def test_compare_gate():
-    better = {"overall": 60.0, "areas": {"commands": 60.0}}
-    worse = {"overall": 50.0, "areas": {"commands": 50.0}}
-    assert compare(better, worse)["promote"] and not compare(worse, better)["promote"]
-    assert not compare(better, worse, threshold=99)["promote"]
 
 
 # -- suites ---------------------------------------------------------------------------------------------------

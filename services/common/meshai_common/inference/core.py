@@ -16,7 +16,6 @@ Nothing here is thread-safe per backend: a caller runs one generation at a time 
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +35,7 @@ from meshai_common.inference.types import (
     SamplingParams,
     TextDelta,
 )
-from meshai_common.meshmaster import load_catalog
+from meshai_common.meshmaster import load_catalog, slash_word_matches
 from meshai_common.modelfile import Modelfile
 from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT  # the prompt the model was trained under
 from meshai_common.radio import CHUNK_BYTES, MAX_CHUNKS, BudgetStream, split_chunks
@@ -44,8 +43,6 @@ from meshai_common.radio import CHUNK_BYTES, MAX_CHUNKS, BudgetStream, split_chu
 # Rewrites the text of a plain prompt request before templating (meshai_common.grounding.ground_prompt).
 Grounder = Callable[[str], str]
 
-# A slash word at the very end of a reply (same word rule as meshai_common.meshmaster.catalog).
-_TRAILING_SLASH_WORD = re.compile(r"(?<![\w/\\.:~<@#-])/[A-Za-z][A-Za-z0-9_]*$")
 
 
 class TokenBackend(Protocol):
@@ -229,7 +226,7 @@ def drop_unfinished_command(text: str, tail: str) -> tuple[str, str]:
     """The grammar only lets a command name be completed; a reply cut off by the token limit in the middle
     of one ("Use /nod") would still end in an unknown slash word. Drop it while it is in the unsent tail
     (radio replies release text only up to a word end, so a last word that is still growing is unsent)."""
-    match = _TRAILING_SLASH_WORD.search(text)
+    match = next((m for m in slash_word_matches(text) if m.end() == len(text)), None)  # a slash word at the end
     if match is None or load_catalog().is_known(match.group()):
         return text, tail
     kept = text[:match.start()].rstrip()

@@ -9,6 +9,7 @@ from meshai_common.meshmaster.catalog import (
     is_known_command,
     load_catalog,
     load_facts,
+    slash_word_matches,
     slash_words,
     unknown_slash_words,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "load_facts",
     "load_intents",
     "load_phrasing",
+    "slash_word_matches",
     "slash_words",
     "unknown_slash_words",
 ]

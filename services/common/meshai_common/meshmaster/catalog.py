@@ -8,7 +8,7 @@ word: "2/3", "km/h", "and/or", "w/o", "http://x.org/docs", "~/notes", "</b>" and
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -145,9 +145,14 @@ def is_known_command(word: str) -> bool:
     return load_catalog().is_known(word)
 
 
+def slash_word_matches(text: str) -> Iterator[re.Match[str]]:
+    """Where each command-like word stands in text (group 1: the word without its slash)."""
+    return _SLASH_WORD.finditer(text or "")
+
+
 def slash_words(text: str) -> list[str]:
     """Every command-like word in text, as written and in order ("/nodes", "/Relay"), repeats included."""
-    return ["/" + m.group(1) for m in _SLASH_WORD.finditer(text or "")]
+    return ["/" + m.group(1) for m in slash_word_matches(text)]
 
 
 def unknown_slash_words(text: str, extra_known: Iterable[str] = ()) -> list[str]:
