@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from meshai_common.cpu import available_cpus
 from meshai_common.errors import InvalidInput, MeshAIError
 from meshai_quantizer.converter import default_cache_dir, ensure_converter
 
@@ -63,7 +64,7 @@ def quantize(f16_path: Path, out_path: Path, qtype: str = "Q4_K_M", threads: int
     tmp = out_path.with_name(out_path.name + ".part")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{q}")
-    params.nthread = threads or os.cpu_count() or 1
+    params.nthread = threads or available_cpus()
     rc = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(tmp).encode(), params)
     if rc != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)

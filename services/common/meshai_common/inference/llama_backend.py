@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import ctypes
 import json
-import os
 import random
 import threading
 import time
@@ -20,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from meshai_common.cpu import available_cpus
 from meshai_common.errors import InvalidInput, Unavailable
 from meshai_common.inference.types import DecodeProgress, PreparedRequest
 
@@ -162,7 +162,7 @@ class LlamaBackend:
 def open_backends(path: Path, *, instances: int = 1, n_ctx: int = 2048, n_threads: int = 0, n_batch: int = 512,
                   use_mmap: bool = False, name: str = "", grammar_first: bool = False) -> list[LlamaBackend]:
     """`instances` llama.cpp instances of the GGUF at `path`, sharing the CPU: n instances of t threads
-    each, never more threads in all than `n_threads` (0: every core). Unavailable when it does not load.
+    each, never more threads in all than `n_threads` (0: every CPU this process may use, see meshai_common.cpu). Unavailable when it does not load.
 
     grammar_first: llama-cpp-python's own sampler chain, grammar over the whole vocabulary before top-k
     (only to measure what applying it after sampling saves)."""
@@ -170,7 +170,7 @@ def open_backends(path: Path, *, instances: int = 1, n_ctx: int = 2048, n_thread
         from llama_cpp import Llama as llama_class
     else:
         llama_class = grammar_last_llama()
-    threads = max(1, (n_threads or os.cpu_count() or 1) // instances)
+    threads = max(1, (n_threads or available_cpus()) // instances)  # the pod's CPU quota, not the node's cores
     llamas: list[Any] = []
     try:
         for _ in range(instances):
