@@ -110,6 +110,8 @@ def test_cancel_kill_and_resubmit_resume_from_bucket_checkpoints(store, s3_env, 
     assert checkpoint.remote(store, PREFIX)[-1] == "checkpoint-000012"
     manifest = store.get_json(f"runs/{RUN}/train/manifest.json")
     assert any(o["key"].endswith("merged/model.safetensors") for o in manifest["outputs"])
+    curves = store.list(f"runs/{RUN}/train/tensorboard/")  # the curves travel with the run's outputs
+    assert curves and any(o["key"] in curves for o in manifest["outputs"])
     assert manifest["metrics"]["resumed_from_step"] == published
 
 

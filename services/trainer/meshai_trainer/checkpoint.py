@@ -3,8 +3,8 @@
     checkpoint-000040/
         adapter_model.safetensors, adapter_config.json   the adapter as PEFT writes it (usable as-is)
         training_state.pt       optimizer, scheduler, grad scaler, torch RNG states (one per rank)
-        trainer_state.json      step, epoch, data position (the epoch's batch order and the next index),
-                                python RNG, loss log, best val loss so far, the config
+        trainer_state.json      state.TrainState: step, epoch, data position (the epoch's batch order and
+                                the next index), python RNG, loss log, best val loss so far, the config
         best_adapter.safetensors   the weights with the best val loss so far (only when val is evaluated)
 
 Each checkpoint is written to a hidden temporary folder and renamed into place, so a folder with the final name
@@ -25,6 +25,7 @@ from typing import Any
 
 from meshai_common.errors import InvalidInput
 from meshai_common.store import ArtifactStore, StoredObject
+from meshai_trainer.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,55 @@ def read_state(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"checkpoint {path}: cannot read {STATE}: {exc}") from None
 
 
+def write_state(path: Path, state: TrainState) -> None:
+    (Path(path) / STATE).write_text(json.dumps(state.to_json()))
+
+
+def load_state(path: Path) -> TrainState:
+    """The loop's state saved in checkpoint `path` (see state.TrainState)."""
+    return TrainState.from_json(read_state(path), path)
+
+
 def read_tensors(path: Path) -> dict[str, Any]:
     import torch
 
     return torch.load(Path(path) / TENSORS, map_location="cpu", weights_only=True)
+
+
+def save_training(path: Path, state: TrainState, model: Any, optim: Any, sched: Any, scaler: Any,
+                  rng_states: list[Any], cuda: bool, best_weights: dict[str, Any] | None) -> None:
+    """Fill checkpoint folder `path`: the adapter, optimizer/scheduler/scaler and RNG states, the loop state."""
+    import torch
+    from safetensors.torch import save_file
+
+    model.save_pretrained(path)
+    torch.save({"optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "torch_rng": rng_states,
+                "cuda_rng": torch.cuda.get_rng_state() if cuda else None}, Path(path) / TENSORS)
+    if best_weights is not None:
+        save_file(best_weights, Path(path) / BEST)
+    write_state(path, state)
+
+
+def restore_training(path: Path, model: Any, optim: Any, sched: Any, scaler: Any, rank: int,
+                     cuda: bool) -> dict[str, Any] | None:
+    """Load what save_training wrote into the live objects (torch RNG: this rank's); returns the best weights."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    tensors = read_tensors(path)
+    set_peft_model_state_dict(model, load_file(path / ADAPTER))
+    optim.load_state_dict(tensors["optimizer"])
+    sched.load_state_dict(tensors["scheduler"])
+    if scaler is not None and tensors.get("scaler"):
+        scaler.load_state_dict(tensors["scaler"])
+    states = tensors["torch_rng"]
+    torch.set_rng_state(states[min(rank, len(states) - 1)])
+    if cuda and tensors.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(tensors["cuda_rng"])
+    return load_file(path / BEST) if (path / BEST).is_file() else None
 
 
 # -- the bucket copy: runs/<run_id>/train/checkpoints/checkpoint-<step>/ -----------------------------------

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also write the untouched base as an HF folder (the quantizer's baseline)")
     r.add_argument("--events", type=Path, metavar="FILE",
                    help="append progress and the final metrics to FILE as JSON lines (rank 0)")
+    r.add_argument("--run-id", help="the run's name in MLflow (MESHAI_MLFLOW_TRACKING_URI); default: the "
+                                    "output folder's name")
     r.set_defaults(func=cmd_run)
 
 
@@ -66,12 +68,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 class BarContext(LocalContext):
     """LocalContext plus a progress bar (step/total, loss, lr, tokens/s, memory, ETA) and an optional events file."""
 
-    def __init__(self, workdir: Path, enabled: bool, events: Path | None = None) -> None:
+    def __init__(self, workdir: Path, enabled: bool, events: Path | None = None, run_id: str | None = None) -> None:
         from tqdm import tqdm
 
         super().__init__(workdir)
-        self.bar = tqdm(total=0, desc="train", unit="step", disable=not enabled, dynamic_ncols=True,
-                        file=sys.stderr)
+        self.run_id = run_id
+        # Only on a terminal: elsewhere (compose logs, Kubernetes Jobs) the recipe prints plain progress lines.
+        self.bar = tqdm(total=0, desc="train", unit="step", disable=not enabled or not sys.stderr.isatty(),
+                        dynamic_ncols=True, file=sys.stderr)
         self.events_file = open(events, "a", encoding="utf-8") if events else None  # noqa: SIM115 - closed in close()
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -141,7 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     resume = _resume_point(args.resume, ckpt_dir, main)
     if resume is not None and main:
         print(f"resuming from {resume}", file=sys.stderr)
-    ctx = BarContext(out / ".work", enabled=main and not args.no_progress, events=args.events if main else None)
+    ctx = BarContext(out / ".work", enabled=main and not args.no_progress, events=args.events if main else None,
+                     run_id=args.run_id)
     on_checkpoint = None
     if args.checkpoint_prefix and main:
         from meshai_common.store import ArtifactStore

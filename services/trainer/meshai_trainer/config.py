@@ -6,6 +6,7 @@ line), and `check_config` reports every problem at once, with notes for what thi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from meshai_common.errors import InvalidInput, NotFound
+from meshai_common.errors import InvalidInput, NotFound, Unavailable
 from meshai_trainer.dataset import dataset_problems, iter_messages
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -56,6 +57,8 @@ class TrainConfig(BaseModel):
     micro_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     val_set_size: float = 0.0
+    # Axolotl's: processes that tokenize the data (unset: 1 on small data, one per core on large)
+    dataset_processes: int | None = None
     # schedule
     num_epochs: float = 3.0
     max_steps: int | None = None
@@ -92,7 +95,7 @@ class TrainConfig(BaseModel):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0")
         for name in ("max_steps", "eval_steps", "evals_per_epoch", "save_steps", "saves_per_epoch",
-                     "save_total_limit", "lora_layers"):
+                     "save_total_limit", "lora_layers", "dataset_processes"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0")
         if self.learning_rate <= 0:
@@ -305,13 +308,13 @@ def _check_template(cfg: TrainConfig, at: Any, report: Report) -> None:
         return
     report.facts.append(f"chat template: {cfg.chat_template or 'tokenizer_default'}")
     lengths, answers = [], []
-    conversations = ((ds.path, n, msgs) for ds in cfg.datasets for n, msgs, _ in iter_messages(Path(ds.path))
+    conversations = ((where, msgs) for ds in cfg.datasets for where, msgs, _ in iter_messages(Path(ds.path))
                      if msgs is not None)
-    for path, n, msgs in itertools.islice(conversations, TEMPLATE_SAMPLE):
+    for where, msgs in itertools.islice(conversations, TEMPLATE_SAMPLE):
         try:
             ex = encode(tok, msgs, 1 << 30)
         except Exception as exc:  # noqa: BLE001 - a template that fails on this data is what we report
-            report.problems.append(f"{path}:{n}: the chat template cannot render this conversation: {exc}")
+            report.problems.append(f"{where}: the chat template cannot render this conversation: {exc}")
             return
         lengths.append(len(ex.ids))
         answers.append(sum(1 for label in ex.labels if label >= 0))
@@ -343,10 +346,40 @@ def _check_hardware(cfg: TrainConfig, report: Report) -> None:
     for key, fallback in GPU_ONLY.items():
         if getattr(cfg, key) is True:
             report.notes.append(f"{key}: needs a CUDA GPU; without one (as here) training {fallback}")
-    if cfg.optimizer in ("adamw_bnb_8bit", "paged_adamw_8bit"):
+    if cfg.optimizer in BNB_8BIT_OPTIMIZERS:
         report.notes.append(f"optimizer: {cfg.optimizer} needs a CUDA GPU; not usable on this machine")
     if cfg.adapter == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
         report.problems.append("adapter: qlora needs bitsandbytes (pip install -e '.[trainer]')")
+
+
+BNB_8BIT_OPTIMIZERS = ("adamw_bnb_8bit", "paged_adamw_8bit")
+
+
+def gpu_settings(cfg: TrainConfig) -> list[str]:
+    """The settings of a recipe that only a CUDA GPU honours (a CPU would quietly train another recipe)."""
+    found = [f"{key}: true" for key in GPU_ONLY if getattr(cfg, key) is True]
+    if cfg.optimizer in BNB_8BIT_OPTIMIZERS:
+        found.append(f"optimizer: {cfg.optimizer}")
+    return found
+
+
+def require_cuda(cfg: TrainConfig, name: str) -> None:
+    """Refuse a GPU recipe on a machine without CUDA at once, saying why, instead of training on the CPU for
+    hours: in a pod this means no GPU was granted or the image has a CPU-only torch."""
+    wanted = gpu_settings(cfg)
+    if not wanted:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    visible = {k: os.environ[k] for k in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    build = (f"torch {torch.__version__} built for CUDA {torch.version.cuda}" if torch.version.cuda
+             else f"torch {torch.__version__} is a CPU-only build (rebuild the image with a CUDA torch)")
+    raise Unavailable(
+        f"config {name} needs a CUDA GPU ({', '.join(wanted)}) but this trainer sees none: {build}; "
+        f"visible devices: {visible or 'none set'} (check the pod's nvidia.com/gpu limit, the device plugin "
+        "and the runtime class)")
 
 
 def validate_config(path: str | Path, check_model: bool = True) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 from meshai_common.errors import Cancelled, ConfigError, MeshAIError
 from meshai_common.process import LoggedProcess, stop_all
 from meshai_common.progress import JobContext, Progress
+from meshai_trainer.curves import ProgressLines
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ def ranks_for_job() -> int:
     return int(raw)
 
 
-def _relay(events: Path, offset: int, ctx: JobContext, result: dict[str, Any]) -> int:
-    """Report the events rank 0 appended since `offset`; returns the new offset."""
+def _relay(events: Path, offset: int, ctx: JobContext, result: dict[str, Any], lines: ProgressLines) -> int:
+    """Report the events rank 0 appended since `offset` (and print progress lines); returns the new offset."""
     if not events.exists():
         return offset
     with open(events, "rb") as fh:
@@ -56,7 +57,9 @@ def _relay(events: Path, offset: int, ctx: JobContext, result: dict[str, Any]) -
     for line in data[:end].splitlines():
         event = json.loads(line)
         if "progress" in event:
-            ctx.report(Progress(**event["progress"]))
+            progress = Progress(**event["progress"])
+            ctx.report(progress)
+            lines.report(progress)
         if "metrics" in event:
             result.update(event["metrics"])
     return offset + end
@@ -82,9 +85,10 @@ def run_ranks(n: int, args: list[str], workdir: Path, ctx: JobContext, *,
                                    workdir / f"rank{rank}.log", env=env))
     result: dict[str, Any] = {}
     offset = 0
+    lines = ProgressLines.for_stderr()  # the service's log shows the ranks' progress
     try:
         while any(p.alive() for p in procs):
-            offset = _relay(events, offset, ctx, result)
+            offset = _relay(events, offset, ctx, result, lines)
             if any(p.returncode not in (None, 0, 130) for p in procs):  # the others would wait in the next
                 break                                                    # all-reduce forever
             try:
@@ -95,7 +99,7 @@ def run_ranks(n: int, args: list[str], workdir: Path, ctx: JobContext, *,
             time.sleep(POLL_S)
     finally:
         codes = stop_all(procs, signal.SIGKILL, 10)  # no-op for ranks that exited; closes their logs
-    _relay(events, offset, ctx, result)
+    _relay(events, offset, ctx, result, lines)
     if all(c == 0 for c in codes) and result:
         return result
     rank = next((r for r, c in enumerate(codes) if c not in (0, 130)), 0)

@@ -21,8 +21,9 @@ from meshai_common.jobs import JobServicerMixin, RunContext, job_service
 from meshai_common.manifest import write_manifest
 from meshai_common.progress import Progress
 from meshai_common.refs import check_refs, fetch
+from meshai_common.tracking import check_tracking
 from meshai_trainer import checkpoint
-from meshai_trainer.config import load_config
+from meshai_trainer.config import load_config, require_cuda
 
 STAGE = "train"
 DEFAULT_CONFIG = "cpu-smollm2"  # a request naming no recipe gets the embedded default's
@@ -81,6 +82,7 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
     merged = ctx.store.put_dir(out / "merged", f"{ctx.prefix}/merged")
     adapter = ctx.store.put_dir(out / "adapter", f"{ctx.prefix}/adapter")
     train_log = ctx.store.put_file(out / "train_log.jsonl", f"{ctx.prefix}/train_log.jsonl")
+    curves = ctx.store.put_dir(out / "tensorboard", f"{ctx.prefix}/tensorboard")  # `tensorboard --logdir`
     if base_dir is not None:
         base = ctx.store.put_dir(base_dir, base_prefix)
         ctx.store.put_json({"files": [o.as_dict() for o in base], "base_model": cfg.base_model},
@@ -89,7 +91,7 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
     manifest = write_manifest(
         ctx.store, ctx.run_id, STAGE,
         inputs=[ctx.store.stat(req.train.key), ctx.store.stat(req.val.key)],
-        outputs=[*merged, *adapter, train_log],
+        outputs=[*merged, *adapter, train_log, *curves],
         config=cfg.model_dump(mode="json"),
         timings={"total": time.monotonic() - t0, "train": metrics["train_seconds"]},
         metrics=metrics,
@@ -111,7 +113,7 @@ def _train_ranks(req: trainer_pb2.TrainRequest, ranks: int, ctx: RunContext, tra
         config = str(ctx.workdir / "config.yaml")
         (ctx.workdir / "config.yaml").write_text(req.config_yaml)
     args = [config, "--train", str(train_path), "--val", str(val_path), "--output-dir", str(out),
-            "--resume", "auto", "--checkpoint-prefix", ckpt_prefix]
+            "--resume", "auto", "--checkpoint-prefix", ckpt_prefix, "--run-id", ctx.run_id]
     args += [x for k, v in req.overrides.items() for x in ("--set", f"{k}={v}")]
     if base_dir is not None:
         args += ["--base-out", str(base_dir)]
@@ -127,10 +129,12 @@ class TrainerServicer(JobServicerMixin, trainer_pb2_grpc.TrainerServiceServicer)
         if not request.train.key or not request.val.key:
             raise InvalidInput("TrainRequest needs both train and val dataset objects")
         try:
-            _config(request)  # a bad config fails the call, not the job minutes later
+            cfg = _config(request)  # a bad config fails the call, not the job minutes later
         except yaml.YAMLError as exc:
             raise InvalidInput(f"config_yaml: {exc}") from None
+        require_cuda(cfg, request.config_name or ("config_yaml" if request.config_yaml else DEFAULT_CONFIG))
         check_refs(self.runtime.store, [request.train, request.val], "TrainRequest.train/val")
+        check_tracking()  # MESHAI_MLFLOW_TRACKING_URI set without mlflow: refused now, not after loading
         return self.runtime.submit(request.run_id, partial(run_train, request))
 
 

@@ -8,7 +8,7 @@ from meshai_common.progress import LocalContext
 from meshai_trainer.config import load_config
 
 torch = pytest.importorskip("torch")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.gpu, pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def test_gpu_recipe_trains_qlora_in_bf16_and_merges_in_bf16(tmp_path, smollm2_dir, chat_data, monkeypatch):

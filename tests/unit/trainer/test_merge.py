@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trains or loads the embedded model's weights
+
+
 QUESTIONS = ["how do I list nodes?", "what does SNR mean?", "relay hello to bob"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

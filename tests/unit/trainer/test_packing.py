@@ -45,6 +45,7 @@ def model_and_examples(smollm2_dir, chat_data):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.slow  # the embedded model's weights
 def test_packed_example_loss_equals_its_loss_alone(model_and_examples, attn):
     import torch
 

@@ -12,6 +12,9 @@ from meshai_trainer.config import load_config
 
 # A learning rate far too high: the val loss swings and ends far above its best, so the last weights are not
 # the best ones and the test can tell which were merged.
+pytestmark = pytest.mark.slow  # trains or loads the embedded model's weights
+
+
 CONFIG = """
 base_model: {base}
 lora_r: 8
@@ -103,3 +106,17 @@ def test_packed_training_reports_its_efficiency(tmp_path, smollm2_dir, chat_data
     assert packing and packing[0].message.startswith("packed 16 examples into ")
     assert packing[0].metrics["packing_efficiency"] > 0.8
     assert metrics["padding_efficiency"] > 0.8 and metrics["steps"] == 2
+
+
+def test_the_curves_land_in_tensorboard_in_the_output_folder(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tmp, _, _ = trained
+    log = [json.loads(x) for x in (tmp / "out" / "train_log.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(tmp / "out" / "tensorboard"))
+    acc.Reload()
+    losses = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    assert losses == [(r["step"], pytest.approx(r["loss"])) for r in log if "loss" in r]
+    vals = [(e.step, e.value) for e in acc.Scalars("train/val_loss")]
+    assert vals == [(r["step"], pytest.approx(r["val_loss"])) for r in log if "val_loss" in r]
+    assert {"train/lr", "speed/tokens_per_s", "memory/rss_mb"} <= set(acc.Tags()["scalars"])

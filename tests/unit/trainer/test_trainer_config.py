@@ -109,6 +109,7 @@ def test_shipped_names_include_cpu_gpu_and_the_guides_recipe():
     assert cpu.adapter == "lora" and not cpu.sample_packing and 0 < cpu.max_train_seconds <= 420  # demo time box
 
 
+@pytest.mark.slow  # the embedded model's weights
 def test_model_checks_name_what_is_missing(tmp_path, smollm2_dir):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"base_model: {smollm2_dir}\nlora_target_modules: [q_proj, qkv]\nlora_layers: 31\n"
@@ -121,6 +122,7 @@ def test_model_checks_name_what_is_missing(tmp_path, smollm2_dir):
     assert validate_config(cfg) == [f"{cfg}:1: base_model ./no/such/folder: no such folder"]
 
 
+@pytest.mark.slow  # the embedded model's weights
 def test_the_chat_template_is_rendered_on_the_data(tmp_path, smollm2_dir, chat_data):
     from meshai_trainer.config import check_config
 
@@ -192,3 +194,18 @@ def test_dataset_problems_name_file_and_line(tmp_path):
     cfg.write_text(f"datasets:\n  - path: {data}\n")
     problems = validate_config(cfg, check_model=False)
     assert problems == [f"{cfg}:1: datasets.0.path: {data}:2: not JSON (Expecting property name enclosed in double quotes)"]
+
+
+def test_a_gpu_recipe_is_refused_at_once_where_there_is_no_cuda(monkeypatch):
+    import torch
+
+    from meshai_common.errors import Unavailable
+    from meshai_trainer.config import gpu_settings, require_cuda
+
+    gpu, cpu = load_config("gpu-smollm2"), load_config("cpu-smollm2")
+    assert "bf16: true" in gpu_settings(gpu) and gpu_settings(cpu) == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    require_cuda(cpu, "cpu-smollm2")  # a CPU recipe needs nothing
+    with pytest.raises(Unavailable, match=r"config gpu-smollm2 needs a CUDA GPU \(bf16: true.*visible devices"):
+        require_cuda(gpu, "gpu-smollm2")
