@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from meshai_common.errors import InvalidInput, MeshAIError, Unavailable
+from meshai_common.errors import InvalidInput
 from meshai_common.modelfile import Modelfile, parse_modelfile
+from meshai_common.ollama_client import BOT_OPTIONS, generate_url, stream_generate
 
-# What Mesh-Master sends in `options` (reference: mesh-master.md, section 1). num_ctx: the typical 1024.
-BOT_OPTIONS: dict[str, Any] = {"num_ctx": 1024, "num_predict": 80, "temperature": 0.7, "top_p": 0.9, "top_k": 40,
-                               "repeat_penalty": 1.1}
+__all__ = ["BOT_OPTIONS", "Asker", "HttpAsker", "LocalAsker", "Reply"]
+
 
 
 @dataclass(frozen=True)
@@ -84,12 +82,8 @@ class HttpAsker:
     """Any Ollama-compatible endpoint (the gateway, a real Ollama), called the way the bot calls it."""
 
     def __init__(self, url: str, model: str, *, timeout_s: float = 120.0, api_key: str | None = None) -> None:
-        base = url.rstrip("/")
-        for suffix in ("/api/generate", "/api"):
-            base = base.removesuffix(suffix)
-        if not base.startswith(("http://", "https://")):
-            raise InvalidInput(f"--url must start with http:// or https://, got {url!r}")
-        self.url = base + "/api/generate"
+        self.url = generate_url(url)
+        base = self.url.removesuffix("/api/generate")
         self.model = model
         self.timeout_s = timeout_s
         self.api_key = api_key
@@ -97,37 +91,18 @@ class HttpAsker:
         self.identity = ""  # a remote model can change under the same name: its replies are never cached
 
     def ask(self, prompt: str, options: Mapping[str, Any]) -> Reply:
-        body = json.dumps({"model": self.model, "prompt": prompt, "stream": True, "options": dict(options)})
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=body.encode(), headers=headers, method="POST")
         t0 = time.perf_counter()
         first: float | None = None
         parts: list[str] = []
         tokens = 0
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 - operator's URL
-                for raw in resp:
-                    if not raw.strip():
-                        continue
-                    line = json.loads(raw)
-                    if "error" in line:
-                        raise Unavailable(f"{self.label}: {line['error']}")
-                    text = line.get("response", "")
-                    if text and first is None:
-                        first = time.perf_counter() - t0
-                    parts.append(text)
-                    if line.get("done"):
-                        tokens = int(line.get("eval_count", 0) or 0)
-                        break
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode("utf-8", "replace")
-            raise Unavailable(f"{self.label}: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise Unavailable(f"{self.label}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise MeshAIError(f"{self.label}: a streamed line is not JSON: {exc}") from None
+        for line in stream_generate(self.url, self.model, prompt, options, api_key=self.api_key,
+                                    timeout_s=self.timeout_s):
+            text = line.get("response", "")
+            if text and first is None:
+                first = time.perf_counter() - t0
+            parts.append(text)
+            if line.get("done"):
+                tokens = int(line.get("eval_count", 0) or 0)
         return Reply(text="".join(parts), latency_s=time.perf_counter() - t0, first_token_s=first, tokens=tokens)
 
     def close(self) -> None:

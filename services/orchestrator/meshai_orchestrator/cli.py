@@ -4,6 +4,8 @@
     meshai pipeline run [...]          data -> train -> quantize -> eval -> promote, over gRPC
     meshai demo                        up + pipeline run + keep the gateway serving until Ctrl-C
     meshai runs show RUN_ID            a run's lineage, from its stage manifests
+    meshai models list | show | rollback | export    the promoted models in the bucket
+    meshai chat [--url URL] [--model NAME]           talk to a model as Mesh-Master asks it
     meshai data | train | eval | gateway ...   each service's own tools, locally, without the stack
 """
 
@@ -171,12 +173,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
             stack.down()
 
 
-def cmd_runs_show(args: argparse.Namespace) -> int:
-    from meshai_common.manifest import lineage
+def _bucket(args: argparse.Namespace):
+    """The bucket: the embedded stack's when `meshai up` runs one here, else the MESHAI_S3_* environment."""
     from meshai_common.store import ArtifactStore
 
     _apply_stack_env(_home(args))
-    manifests = lineage(ArtifactStore.from_env(), args.run_id)
+    return ArtifactStore.from_env()
+
+
+def _gateway_url(args: argparse.Namespace) -> str:
+    """The gateway `meshai demo` prints: the embedded stack's, else $MESHAI_GATEWAY_URL, else Ollama's port."""
+    _apply_stack_env(_home(args))
+    return os.environ.get("MESHAI_GATEWAY_URL") or "http://127.0.0.1:11434"
+
+
+def _gateway_key() -> str | None:
+    from meshai_common.config import secret_from_env
+
+    return secret_from_env("MESHAI_GATEWAY_API_KEY")
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from meshai_common.manifest import lineage
+
+    manifests = lineage(_bucket(args), args.run_id)
     if not manifests:
         print(f"run {args.run_id!r} has no stage manifests", file=sys.stderr)
         return 1
@@ -240,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_runs_show)
+
+    from meshai_orchestrator.chat import register as register_chat
+    from meshai_orchestrator.models_cli import register as register_models
+
+    register_models(sub, _bucket, lambda args: _home(args) / "reports")
+    register_chat(sub, _gateway_url, _gateway_key)
 
     # Each service contributes its own local tools.
     from meshai_data.cli import register as register_data
