@@ -1,4 +1,5 @@
-# Mesh-AI: `make demo` runs the whole pipeline on the embedded default; `make test` runs every test.
+# Mesh-AI: `make demo` runs the whole pipeline on the embedded default; `make test` runs every test, the fast
+# tier (no model weights) first, then the slow one (loads or generates with a real model).
 # Both start from nothing: they create .venv, install the project and generate the gRPC code.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export MESHAI_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: install proto demo test test-fast lint bench clean
+.PHONY: install proto demo test test-fast test-slow lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,14 +31,22 @@ proto: | $(BIN)/python
 demo: install
 	$(BIN)/meshai demo
 
+# Style, then the service boundaries (import-linter contracts in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
+# Two tiers, each under pytest-timeout's per-test limit (pyproject.toml): a broken build fails in the fast
+# tier within minutes, before the slow tier spends its time on real models.
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m slow
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) .meshai .pytest_cache .ruff_cache protos/meshai/v1/*_pb2*.py protos/meshai/v1/*_pb2*.pyi

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from meshai_testing import FIXTURES, ROOT, ServiceProcess  # noqa: F401  (shared
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A SeaweedFS `weed mini` bound to 127.0.0.1 on free ports; yields its S3Settings factory args."""
-    from meshai_orchestrator.stack import free_port
+    from meshai_common.net import free_port
 
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(weed).exists():
@@ -39,20 +38,20 @@ def s3_server(tmp_path_factory):
     from meshai_common.config import S3Settings
     from meshai_common.errors import MeshAIError
     from meshai_common.store import ArtifactStore
+    from meshai_common.waiting import WaitTimeout, wait_until
 
     probe = ArtifactStore(S3Settings(f"127.0.0.1:{ports['s3']}", access, secret, "probe"))
-    deadline = time.monotonic() + 90
-    while True:
+
+    def running() -> None:
         if proc.poll() is not None:
             pytest.fail(f"SeaweedFS exited: {(data / 'weed.log').read_text()[-2000:]}")
-        try:
-            probe.ensure_bucket()
-            break
-        except MeshAIError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("SeaweedFS did not start in 90 s")
-            time.sleep(0.5)
+
+    try:
+        wait_until(lambda: probe.ensure_bucket() or True, timeout=90, what="SeaweedFS", interval=0.3,
+                   retry_on=(MeshAIError,), check=running)
+    except WaitTimeout as exc:
+        proc.kill()
+        pytest.fail(str(exc))
     yield {"endpoint": f"127.0.0.1:{ports['s3']}", "access_key": access, "secret_key": secret}
     proc.terminate()
     try:

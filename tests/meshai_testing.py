@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 from meshai_common.process import LoggedProcess
@@ -17,7 +16,7 @@ class ServiceProcess:
     """A service started as its own process (`python -m meshai_<name>`) on a free loopback port."""
 
     def __init__(self, name: str, env: dict[str, str], workdir: Path) -> None:
-        from meshai_orchestrator.stack import free_port
+        from meshai_common.net import free_port
 
         self.name = name
         self.port = free_port()
@@ -33,17 +32,24 @@ class ServiceProcess:
 
     def wait_health(self, want: str = "SERVING", timeout: float = 60.0) -> str:
         from meshai_common.healthcheck import is_serving
+        from meshai_common.waiting import WaitTimeout, wait_until
 
-        deadline = time.monotonic() + timeout
         status = ""
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
+            nonlocal status
+            _, status = is_serving(self.addr, timeout=2)
+            return status == want
+
+        def running() -> None:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited {self.proc.returncode}: {self.log()[-3000:]}")
-            ok, status = is_serving(self.addr, timeout=2)
-            if status == want:
-                return status
-            time.sleep(0.3)
-        raise AssertionError(f"{self.name} health stayed {status!r}, wanted {want}: {self.log()[-3000:]}")
+
+        try:
+            wait_until(healthy, timeout=timeout, what=f"{self.name} health", interval=0.2, check=running)
+        except WaitTimeout:
+            raise AssertionError(f"{self.name} health stayed {status!r}, wanted {want}: {self.log()[-3000:]}") from None
+        return status
 
     def log(self) -> str:
         return self._child.log()

@@ -94,7 +94,7 @@ def test_sigterm_drains_and_exits_cleanly(data_service):
 
 
 def test_health_is_not_serving_while_bucket_unreachable(start_service, s3_env):
-    from meshai_orchestrator.stack import free_port
+    from meshai_common.net import free_port
 
     svc = start_service("data", s3_env | {"MESHAI_S3_ENDPOINT": f"127.0.0.1:{free_port()}"})
     assert svc.wait_health("NOT_SERVING") == "NOT_SERVING"

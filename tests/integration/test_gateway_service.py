@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import grpc
 import httpx
@@ -14,16 +13,15 @@ from meshai_common.embedded import embedded_gguf as smollm2_gguf
 from meshai_common.prompts import meshmaster_prompt
 from meshai_common.radio import fits_budget
 from meshai_common.registry import promote
+from meshai_common.waiting import wait_until
 
 
 def _wait_ready(base: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> dict | None:
         r = httpx.get(f"{base}/readyz", timeout=5)
-        if r.status_code == 200:
-            return r.json()
-        time.sleep(0.3)
-    raise AssertionError(f"gateway not ready: {r.text}")
+        return r.json() if r.status_code == 200 else None
+
+    return wait_until(ready, timeout=timeout, what="gateway /readyz", interval=0.2)
 
 
 KEY = "k" * 8 + "-gateway-test-key"
@@ -32,15 +30,15 @@ KEY = "k" * 8 + "-gateway-test-key"
 def _start_gateway(start_service, s3_env, extra=None):
     svc = start_service("gateway", s3_env | {"MESHAI_MODEL_POLL_S": "3600"} | (extra or {}))
     base = f"http://127.0.0.1:{svc.http_port}"
-    deadline = time.monotonic() + 60
-    while True:  # the process is alive and answering before any model exists
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, svc.log()[-2000:]
-        time.sleep(0.3)
+
+    def answering() -> bool:  # the process is alive and answering before any model exists
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+
+    def running() -> None:
+        assert svc.proc.poll() is None, svc.log()[-2000:]
+
+    wait_until(answering, timeout=60, what="gateway /healthz", interval=0.2, retry_on=(httpx.HTTPError,),
+               check=running)
     return svc, base
 
 
@@ -52,6 +50,7 @@ def gateway(start_service, s3_env, store):
     channel.close()
 
 
+@pytest.mark.slow  # the gateway process loads the real SmolLM2 GGUF
 def test_serves_the_promoted_model_and_survives_a_corrupt_promotion(gateway, store, tmp_path):
     svc, base, stub = gateway
     # Nothing promoted yet: not ready, with the reason.
@@ -107,6 +106,7 @@ def test_unknown_model_is_404_in_ollama_shape(gateway):
     assert r.json() == {"error": "model 'nope' not found"}
 
 
+@pytest.mark.slow  # the gateway process loads the real SmolLM2 GGUF
 def test_api_key_guards_grpc_as_well_as_http(start_service, s3_env, store):
     from meshai_orchestrator.pipeline import Addresses, Pipeline
 

@@ -95,7 +95,7 @@ def test_missing_object_and_bad_keys(store, tmp_path):
 
 
 def test_unreachable_bucket_fails_fast_with_endpoint_named():
-    from meshai_orchestrator.stack import free_port
+    from meshai_common.net import free_port
 
     port = free_port()
     st = ArtifactStore(S3Settings(f"127.0.0.1:{port}", "a", "b", "bucket"))

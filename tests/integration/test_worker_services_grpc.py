@@ -42,7 +42,7 @@ def worker(request, tmp_path_factory, s3_server):
     svc = ServiceProcess(request.param, env, tmp_path_factory.mktemp(request.param))
     svc.wait_health("SERVING", timeout=90)
     channel = grpc.insecure_channel(svc.addr)
-    yield request.param, STUBS[request.param](channel), store
+    yield request.param, STUBS[request.param](channel), store, svc.addr
     channel.close()
     svc.stop()
 
@@ -54,7 +54,7 @@ def _code(fn, *args):
 
 
 def test_unknown_job_is_not_found(worker):
-    name, stub, _ = worker
+    name, stub, *_ = worker
     code, details = _code(stub.Get, jobs_pb2.GetJobRequest(job_id=f"nope/{STAGE[name]}"))
     assert code == grpc.StatusCode.NOT_FOUND and "nope" in details
     code, _ = _code(stub.Cancel, jobs_pb2.CancelJobRequest(job_id="bad id"))
@@ -62,7 +62,7 @@ def test_unknown_job_is_not_found(worker):
 
 
 def test_missing_inputs_are_rejected_at_submit(worker):
-    name, stub, _ = worker
+    name, stub, *_ = worker
     ref = jobs_pb2.ObjectRef(key="runs/x/data/train.jsonl")
     req = {
         "trainer": trainer_pb2.TrainRequest(run_id="x", train=ref, val=ref),
@@ -74,7 +74,7 @@ def test_missing_inputs_are_rejected_at_submit(worker):
 
 
 def test_bad_settings_are_invalid_argument(worker):
-    name, stub, store = worker
+    name, stub, store, _ = worker
     ref_obj = store.put_bytes(b"{}\n", "runs/y/data/train.jsonl")
     ref = jobs_pb2.ObjectRef(key=ref_obj.key, sha256=ref_obj.sha256, size=ref_obj.size)
     req, fragment = {
@@ -88,3 +88,31 @@ def test_bad_settings_are_invalid_argument(worker):
     code, details = _code(stub.Submit, req)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and fragment in details
     assert store.list("runs/y/") == ["runs/y/data/train.jsonl"]
+
+
+def test_evaluator_serves_its_suite_questions(worker):
+    """The pipeline asks the evaluator for its suites' questions over gRPC (for decontamination)."""
+    name, stub, store, addr = worker
+    if name != "evaluator":
+        pytest.skip("the evaluator's own method")
+    reply = stub.GetSuiteQuestions(evaluator_pb2.SuiteQuestionsRequest(suites=["public"]), timeout=30)
+    (public,) = reply.suites
+    assert (public.name, public.version, len(public.questions)) == ("public", 1, 19)
+    assert public.questions[:3] == ["How do I see all the nodes on the mesh?", "How do I relay a message to bob?",
+                                    "How do I check my mail?"]
+    every = stub.GetSuiteQuestions(evaluator_pb2.SuiteQuestionsRequest(), timeout=30)
+    assert [s.name for s in every.suites] == ["field", "public"]
+    assert len(every.suites[0].questions) == 184  # the field suite's question: lines
+    code, details = _code(stub.GetSuiteQuestions, evaluator_pb2.SuiteQuestionsRequest(suites=["../etc/passwd"]))
+    assert code == grpc.StatusCode.NOT_FOUND and "shipped: field, public" in details
+
+    from meshai_orchestrator.pipeline import Addresses, Pipeline
+
+    pipeline = Pipeline(Addresses("", "", "", addr), store, out=lambda _: None, progress=False)
+    try:
+        exclude = pipeline.suite_questions()
+    finally:
+        pipeline.close()
+    # Each text once, whichever suites share it.
+    assert len(exclude) == len(set(exclude)) and "How do I relay a message to bob?" in exclude
+    assert set(public.questions) <= set(exclude) and set(every.suites[0].questions) <= set(exclude)

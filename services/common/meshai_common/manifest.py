@@ -84,10 +84,6 @@ def write_manifest(
     return store.put_json(manifest, manifest_key(run_id, stage))
 
 
-def read_manifest(store: ArtifactStore, run_id: str, stage: str) -> dict[str, Any]:
-    return store.get_json(manifest_key(run_id, stage))
-
-
 def lineage(store: ArtifactStore, run_id: str) -> list[dict[str, Any]]:
     """Every stage manifest of a run that exists, in pipeline order."""
     out = []

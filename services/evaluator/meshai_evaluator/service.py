@@ -23,7 +23,7 @@ from meshai_evaluator.askers import BOT_OPTIONS, LocalAsker
 from meshai_evaluator.gate import GatePolicy, decide
 from meshai_evaluator.report import render
 from meshai_evaluator.runner import evaluate, write_results
-from meshai_evaluator.suite import load_suite, questions
+from meshai_evaluator.suite import load_suite, questions, suite_names
 from meshai_evaluator.test_split import test_split_questions
 
 STAGE = "eval"
@@ -173,6 +173,25 @@ class EvaluatorServicer(JobServicerMixin, evaluator_pb2_grpc.EvaluatorServiceSer
         refs += [r for r in (request.candidate_modelfile, request.candidate_f16, request.test_split) if r.key]
         check_refs(self.runtime.store, refs, "EvalRequest inputs")
         return self.runtime.submit(request.run_id, partial(run_eval, request))
+
+    def GetSuiteQuestions(self, request: evaluator_pb2.SuiteQuestionsRequest,  # noqa: N802
+                          context: grpc.ServicerContext) -> evaluator_pb2.SuiteQuestionsReply:
+        return suite_questions_reply(list(request.suites))
+
+
+def suite_questions_reply(names: list[str]) -> evaluator_pb2.SuiteQuestionsReply:
+    """The question texts of the named shipped suites (every shipped suite when none is named). Names only,
+    never paths: a caller cannot make the service read a file of its choosing."""
+    shipped = suite_names()
+    unknown = [n for n in names if n not in shipped]
+    if unknown:
+        raise NotFound(f"no evaluation suite {unknown[0]!r} (shipped: {', '.join(shipped)})")
+    reply = evaluator_pb2.SuiteQuestionsReply()
+    for name in names or shipped:
+        suite = load_suite(name)
+        reply.suites.add(name=name, version=int(suite.get("version") or 0),
+                         questions=[item["question"] for _, item in questions(suite)])
+    return reply
 
 
 build = job_service(STAGE, EvaluatorServicer, evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server,

@@ -46,9 +46,9 @@ from harness import (  # noqa: E402  (this folder is not a package)
     smollm2_gguf,
 )
 
+from meshai_common.net import free_port  # noqa: E402
 from meshai_common.process import LoggedProcess  # noqa: E402
 from meshai_common.prompts import DEFAULT_SYSTEM_PROMPT, meshmaster_prompt  # noqa: E402
-from meshai_orchestrator.stack import free_port  # noqa: E402
 
 THREADS = 2
 N_CTX = 2048

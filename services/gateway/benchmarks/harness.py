@@ -21,10 +21,11 @@ import httpx
 from meshai_common.config import S3Settings
 from meshai_common.embedded import embedded_gguf
 from meshai_common.errors import MeshAIError, NotFound
+from meshai_common.net import free_port
 from meshai_common.process import LoggedProcess
 from meshai_common.prompts import meshmaster_prompt
 from meshai_common.store import ArtifactStore
-from meshai_orchestrator.stack import free_port
+from meshai_common.waiting import WaitTimeout, wait_until
 
 QUESTIONS = [
     "how do I see which nodes are around?", "what does SNR mean?", "how do I check my mail?",
@@ -150,19 +151,22 @@ class LocalS3:
         )
         self.settings = S3Settings(f"127.0.0.1:{ports['s3']}", access, secret, "meshai")
         store = ArtifactStore(self.settings)
-        deadline = time.monotonic() + 90
-        while True:  # a write and a read: SeaweedFS answers metadata calls before its volume is up
+
+        def ready() -> bool:  # a write and a read: SeaweedFS answers metadata calls before its volume is up
+            store.ensure_bucket()
+            store.put_bytes(b"ok", "_probe/ready")
+            store.get_bytes("_probe/ready")
+            return True
+
+        def running() -> None:
             if not self.proc.alive():
                 raise SystemExit(f"SeaweedFS exited: {self.proc.log()[-2000:]}")
-            try:
-                store.ensure_bucket()
-                store.put_bytes(b"ok", "_probe/ready")
-                store.get_bytes("_probe/ready")
-                return self.settings
-            except MeshAIError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("SeaweedFS did not start in 90 s") from None
-                time.sleep(0.5)
+
+        try:
+            wait_until(ready, timeout=90, what="SeaweedFS", interval=0.5, retry_on=(MeshAIError,), check=running)
+        except WaitTimeout as exc:
+            raise SystemExit(str(exc)) from None
+        return self.settings
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
@@ -200,18 +204,19 @@ class GatewayProcess:
         return self.proc.pid
 
     def wait(self, path: str = "/readyz", timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def answer() -> dict[str, Any] | None:
+            r = httpx.get(self.base + path, timeout=5)
+            return r.json() if r.status_code == 200 else None
+
+        def running() -> None:
             if self.proc.poll() is not None:
                 raise SystemExit(f"gateway exited {self.proc.returncode}: {self.log()[-3000:]}")
-            try:
-                r = httpx.get(self.base + path, timeout=5)
-                if r.status_code == 200:
-                    return r.json()
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"gateway not answering {path} after {timeout:.0f}s: {self.log()[-3000:]}")
+
+        try:
+            return wait_until(answer, timeout=timeout, what=f"gateway {path}", retry_on=(httpx.TransportError,),
+                              check=running)
+        except WaitTimeout:
+            raise SystemExit(f"gateway not answering {path} after {timeout:.0f}s: {self.log()[-3000:]}") from None
 
     def log(self) -> str:
         return self._child.log()

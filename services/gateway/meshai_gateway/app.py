@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,10 +24,9 @@ from meshai_gateway.model_source import ModelSource
 from meshai_gateway.ollama.router import ollama_router
 from meshai_gateway.ollama.serving import OllamaServing
 from meshai_gateway.openai.router import openai_router
-from meshai_gateway.openai.serving import OpenAIServing, openai_error
+from meshai_gateway.openai.serving import OpenAIServing
 from meshai_gateway.service import GenerationService
 from meshai_gateway.settings import GatewaySettings
-from meshai_gateway.web import ollama_error
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +59,10 @@ def create_app(settings: GatewaySettings, model_source: ModelSource, *,
     app.state.service = service
     app.state.metrics = metrics
 
-    app.include_router(ollama_router(OllamaServing(service, settings.max_body_bytes)))
-    app.include_router(openai_router(OpenAIServing(service, settings.max_body_bytes)))
+    ollama = OllamaServing(service, settings.max_body_bytes)
+    openai = OpenAIServing(service, settings.max_body_bytes)
+    app.include_router(ollama_router(ollama))
+    app.include_router(openai_router(openai))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -83,20 +83,20 @@ def create_app(settings: GatewaySettings, model_source: ModelSource, *,
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def is_openai(request: Request) -> bool:
-        return request.url.path.startswith("/v1/")
+    def family(request: Request) -> OllamaServing | OpenAIServing:
+        """Errors answer in the shape of the API the client speaks."""
+        return openai if request.url.path.startswith("/v1/") else ollama
 
     @app.exception_handler(MeshAIError)
     async def domain_error(request: Request, exc: MeshAIError) -> Response:
-        return openai_error(exc) if is_openai(request) else ollama_error(exc)
+        return family(request).error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = {404: f"not found: {request.method} {request.url.path}",
                    405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code,
                                                                                          str(exc.detail))
-        body: dict[str, Any] = ({"error": {"message": message, "type": "invalid_request_error"}}
-                                if is_openai(request) else {"error": message})
+        body = family(request).error_body(message, exc.status_code, kind="invalid_request_error")
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

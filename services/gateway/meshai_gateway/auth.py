@@ -24,6 +24,9 @@ from typing import Any
 import grpc
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from meshai_gateway.ollama.serving import OllamaServing
+from meshai_gateway.openai.serving import OpenAIServing
+
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
@@ -81,9 +84,11 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         message = "unauthorized: this gateway needs an API key (Authorization: Bearer <key>)"
-        body: dict[str, Any] = ({"error": {"message": message, "type": "authentication_error", "param": None,
-                                           "code": "invalid_api_key"}}
-                                if scope["path"].startswith("/v1/") else {"error": message})
+        if scope["path"].startswith("/v1/"):
+            body = OpenAIServing.error_body(message, 401, kind="authentication_error")
+            body["error"]["code"] = "invalid_api_key"
+        else:
+            body = OllamaServing.error_body(message, 401)
         payload = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": 401, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),

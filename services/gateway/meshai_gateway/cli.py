@@ -84,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         api_key = (read_api_key(args.api_key_file) if args.api_key_file
                    else os.environ.get("MESHAI_API_KEY", "").strip() or None)
-        settings = GatewaySettings(model_name=args.name).with_overrides(
-            aliases=tuple(args.alias) or None, chunk_bytes=args.chunk_bytes, max_chunks=args.max_chunks,
+        # The environment's settings (as documented for the service), then the flags given here.
+        settings = GatewaySettings.from_env().with_overrides(
+            model_name=args.name, aliases=tuple(args.alias) or None, chunk_bytes=args.chunk_bytes, max_chunks=args.max_chunks,
             num_ctx=args.num_ctx, num_threads=args.threads, num_instances=args.instances,
             max_queue=args.max_queue, api_key=api_key, grounding=args.grounding,
             constrain_commands=None if args.constrain_commands is None else args.constrain_commands == "on",

@@ -1,29 +1,22 @@
 """The gateway's gRPC face (Generate, Status, Refresh) over the same core as the HTTP routes.
 
 Generations go through the HTTP side's admission control (one model, a bounded queue), which lives on the
-server's event loop: the gRPC thread hands the work to that loop and reads events back through a queue.
+server's event loop: the gRPC thread reads the generation's events across the bridge (bridge.LoopToThread).
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 
 from meshai.v1 import gateway_pb2, gateway_pb2_grpc
 from meshai_common.inference import GenerationRequest, GenerationResult, TextDelta
+from meshai_gateway.bridge import LoopToThread
 from meshai_gateway.model_manager import ModelManager
 from meshai_gateway.service import GenerationService
-
-_END = object()
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -57,31 +50,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if request.max_chunks:
             options["max_chunks"] = request.max_chunks
         req = GenerationRequest(prompt=request.prompt, system=request.system or None, options=options)
-        events: queue.Queue = queue.Queue()
 
-        async def pump() -> None:
+        async def events() -> AsyncIterator[TextDelta | GenerationResult]:
+            gen = await self.service.start(request.model or self.service.served_name, req)
             try:
-                gen = await self.service.start(request.model or self.service.served_name, req)
-                try:
-                    async for event in gen.events():
-                        events.put(event)
-                finally:
-                    gen.close()
-            except BaseException as exc:  # noqa: BLE001 - handed to the gRPC thread, which re-raises it
-                events.put(_Failed(exc))
+                async for event in gen.events():
+                    yield event
             finally:
-                events.put(_END)
+                gen.close()
 
-        future = asyncio.run_coroutine_threadsafe(pump(), self.loop)
-        context.add_callback(future.cancel)  # the client went away: stop generating
-        while True:
-            item = events.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                if isinstance(item.exc, asyncio.CancelledError):
-                    return
-                raise item.exc
+        events_here = LoopToThread(events, self.loop)
+        context.add_callback(events_here.cancel)  # the client went away: stop generating
+        for item in events_here:
             if isinstance(item, TextDelta):
                 yield gateway_pb2.GenerateChunk(text=item.text)
             elif isinstance(item, GenerationResult):

@@ -11,12 +11,12 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from meshai_common.errors import InvalidInput, MeshAIError, NotFound
 from meshai_common.inference import GenerationRequest, GenerationResult, PreparedRequest, TextDelta
+from meshai_gateway.bridge import ThreadToLoop
 from meshai_gateway.engine import Engine
 from meshai_gateway.metrics import GatewayMetrics
 from meshai_gateway.model_manager import ModelManager
@@ -53,12 +53,6 @@ class ClientGone(Exception):
     """The client disconnected before its non-streaming reply was ready."""
 
 
-@dataclass
-class _Failed:
-    exc: BaseException
-
-
-_END = object()
 # Streamed text reaches the client in batches at most this far apart (plus one token): the first piece goes
 # at once, so time to first token is unchanged, and 40 ms is below what a reader of a stream notices.
 FLUSH_S = 0.04
@@ -90,73 +84,32 @@ class Generation:
         """The generation's events in batches: the first text at once, then whatever arrived in the last
         FLUSH_S, the result last. One event-loop wake-up and one write per batch, not per token: on a small
         CPU every wake-up is time taken from llama.cpp's threads."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[list[object]] = asyncio.Queue()
-        pending: list[object] = []
-        lock = threading.Lock()
-        last_flush = 0.0
-
-        def flush() -> None:  # on the loop
-            with lock:
-                batch = pending[:]
-                pending.clear()
-            if batch:
-                queue.put_nowait(batch)
-
-        def put(item: object, urgent: bool) -> None:  # on the worker thread
-            nonlocal last_flush
-            with lock:
-                pending.append(item)
-                now = time.monotonic()
-                if not urgent and now - last_flush < FLUSH_S:
-                    return  # a later event (the result at the latest) flushes this one
-                last_flush = now
-            try:
-                loop.call_soon_threadsafe(flush)
-            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-                self.cancel.set()
+        feed = ThreadToLoop(coalesce_s=FLUSH_S)
 
         def work() -> None:
             first = True
-            try:
-                for event in self.engine.run(self.prep, self.cancel):
-                    put(event, first or isinstance(event, GenerationResult))
-                    first = False
-            except BaseException as exc:  # handed to the event loop, which decides how to report it
-                put(_Failed(exc), True)
-            finally:
-                put(_END, True)
+            for event in self.engine.run(self.prep, self.cancel):
+                if not feed.put(event, urgent=first or isinstance(event, GenerationResult)):
+                    self.cancel.set()  # the loop is gone (shutdown): nobody is listening
+                first = False
 
-        self._future = loop.run_in_executor(self.executor, work)
+        self._future = asyncio.get_running_loop().run_in_executor(self.executor, feed.run, work)
         # The slot and the engine are freed when the worker really stops, not when the client leaves.
         self._future.add_done_callback(lambda _f: self.lease.release())
         first = True
         try:
-            while True:
-                out: list[TextDelta | GenerationResult] = []
-                for item in await queue.get():
-                    if item is _END:
-                        self._finished = True
-                        break
-                    if isinstance(item, _Failed):
-                        self._finished = True
-                        if out:
-                            yield out
-                        raise item.exc
-                    assert isinstance(item, TextDelta | GenerationResult)
+            async for batch in feed.batches():
+                for item in batch:
                     if first:
                         first = False
                         self.metrics.ttft.observe((time.perf_counter_ns() - self.admitted_ns) / 1e9)
                     if isinstance(item, GenerationResult):
                         self.result = item
                         self._record(item)
-                    out.append(item)
-                if out:
-                    yield out
-                if self._finished:
-                    return
+                yield batch
         finally:
-            if not self._finished:
+            self._finished = feed.ended
+            if not feed.ended:
                 self._abandon()
 
     async def events(self) -> AsyncIterator[TextDelta | GenerationResult]:

@@ -29,7 +29,6 @@ _LEAST: dict[str, tuple[int, str]] = {
     "num_ctx": (128, "must be >= 128"),
     "num_threads": (0, "0 uses every core; must be >= 0"),
     "num_batch": (1, "must be >= 1"),
-    "max_concurrent": (1, "must be >= 1"),
     "max_queue": (0, "must be >= 0"),
     "max_body_bytes": (1024, "must be >= 1024"),
     "max_prompt_chars": (1, "must be >= 1"),
@@ -54,8 +53,7 @@ class GatewaySettings:
     # Read the GGUF into memory instead of mapping it: a file replaced in place under a mapping would
     # corrupt the served model, and a hot swap must not depend on how the new file was written.
     use_mmap: bool = False
-    # Admission: generations run one at a time per model; this many more may wait, beyond that 503.
-    max_concurrent: int = 1
+    # Admission: one generation at a time per model instance; this many more may wait, beyond that 503.
     max_queue: int = 8
     max_body_bytes: int = 1 << 20
     # How long a client may wait in the queue before it gets 503.
@@ -92,7 +90,7 @@ class GatewaySettings:
     @property
     def generation_slots(self) -> int:
         """Generations that may run at once: one per model instance."""
-        return max(self.max_concurrent, self.num_instances)
+        return self.num_instances
 
     def core(self) -> CoreSettings:
         """What the generation core needs of these settings."""

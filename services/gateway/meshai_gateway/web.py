@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from meshai_common.errors import InvalidInput, MeshAIError
@@ -51,10 +51,6 @@ def headers_for(exc: MeshAIError) -> dict[str, str]:
     if isinstance(exc, Overloaded):
         return {"Retry-After": str(exc.retry_after_s)}
     return {}
-
-
-def ollama_error(exc: MeshAIError) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=status_for(exc), headers=headers_for(exc))
 
 
 def json_line(obj: Any) -> bytes:

@@ -188,11 +188,13 @@ class Pipeline:
         mb_ref = _ref(self.store.put_file(Path(mailboxes), f"runs/{run_id}/inputs/{Path(mailboxes).name}")) \
             if mailboxes else None
 
-        # Every evaluation suite's questions are kept out of the training data by the data service itself.
+        # Every evaluation suite's questions, asked of the evaluator, are kept out of the training data (and
+        # their near-duplicates with them) by the data service.
+        exclude = self.suite_questions()
         data = self._run_stage("data", data_pb2_grpc.DataServiceStub(self._channel(self.addrs.data)),
                                data_pb2.PrepareDataRequest(
                                    run_id=run_id, archives=arch_refs, mailboxes=mb_ref, min_pairs=opts.min_pairs,
-                                   seed=opts.seed, cap=True))
+                                   seed=opts.seed, cap=True, exclude_prompts=exclude))
         d = data.data
         grounding = self._data_grounding(run_id)
         self.out(f"  dataset: train {d.train_size}, val {d.val_size}, test {d.test_size}")
@@ -241,6 +243,15 @@ class Pipeline:
             self._refresh_gateway()
         summary["wall_s"] = time.monotonic() - t0
         return summary
+
+    def suite_questions(self) -> list[str]:
+        """Every shipped evaluation suite's question texts, each once, from the evaluator service."""
+        stub = evaluator_pb2_grpc.EvaluatorServiceStub(self._channel(self.addrs.evaluator))
+        try:
+            reply = stub.GetSuiteQuestions(evaluator_pb2.SuiteQuestionsRequest(), timeout=60)
+        except grpc.RpcError as exc:
+            raise PipelineError(f"evaluation suites: {rpc_error_text(exc)}") from None
+        return list(dict.fromkeys(q for suite in reply.suites for q in suite.questions))
 
     def _data_grounding(self, run_id: str) -> str:
         """How the data stage grounded the training examples (recorded in its manifest), "" when it did not."""

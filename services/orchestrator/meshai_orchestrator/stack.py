@@ -6,22 +6,22 @@ State (ports, credentials, pids) lives in `<home>/stack.json`; logs in `<home>/l
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from meshai_common.errors import MeshAIError, Unavailable
 from meshai_common.healthcheck import is_serving
+from meshai_common.net import free_port, port_free
+from meshai_common.pids import alive as _alive  # `meshai status` reads liveness through this name
+from meshai_common.pids import stop_pids
+from meshai_common.waiting import WaitTimeout, wait_until
 
 WORKERS = ("data", "trainer", "quantizer", "evaluator")
 SERVICES = (*WORKERS, "gateway")
@@ -81,30 +81,6 @@ class StackConfig:
         }
 
 
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(plus_grpc: bool = False, taken: set[int] | None = None) -> int:
-    """A free loopback port; with plus_grpc, one whose +10000 twin is free too (SeaweedFS needs both)."""
-    taken = taken if taken is not None else set()
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port in taken or (plus_grpc and (port > 55000 or not port_free(port + 10000) or port + 10000 in taken)):
-            continue
-        taken.update({port, port + 10000} if plus_grpc else {port})
-        return port
-    raise Unavailable("no free loopback port found")
-
-
 def random_ports() -> dict[str, int]:
     """Ports for a throw-away stack (tests): nothing fixed, so it can run beside a user's stack."""
     taken: set[int] = set()
@@ -152,14 +128,7 @@ class Stack:
         pids = dict(self.cfg.pids)
         # Services first (they drain on SIGTERM), the object store last.
         order = [n for n in SERVICES if n in pids] + [n for n in pids if n not in SERVICES]
-        for name in order:
-            _terminate(pids[name])
-        deadline = time.monotonic() + timeout
-        for name in order:
-            while _alive(pids[name]) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pids[name]):
-                _kill(pids[name])
+        stop_pids([pids[name] for name in order], grace=timeout)
         self.cfg.pids = {}
         if self.cfg.state_file.exists():
             self.cfg.save()
@@ -212,20 +181,20 @@ class Stack:
         from meshai_common.store import ArtifactStore
 
         store = ArtifactStore(S3Settings(self.cfg.addr("s3"), self.cfg.access_key, self.cfg.secret_key, BUCKET))
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive("s3")
-            try:
-                store.ensure_bucket()
-                # A write and a read, not just the bucket: after a restart SeaweedFS answers metadata calls
-                # before its volume server has registered, and reads then fail with 500s.
-                store.put_bytes(b"ok", "_probe/stack-ready")
-                store.get_bytes("_probe/stack-ready")
-                return
-            except MeshAIError as exc:
-                if time.monotonic() > deadline:
-                    raise Unavailable(f"S3 did not come up in {timeout:.0f}s: {exc}") from exc
-            time.sleep(0.5)
+
+        def ready() -> bool:
+            store.ensure_bucket()
+            # A write and a read, not just the bucket: after a restart SeaweedFS answers metadata calls
+            # before its volume server has registered, and reads then fail with 500s.
+            store.put_bytes(b"ok", "_probe/stack-ready")
+            store.get_bytes("_probe/stack-ready")
+            return True
+
+        try:
+            wait_until(ready, timeout=timeout, what="S3", interval=0.5, retry_on=(MeshAIError,),
+                       check=lambda: self._check_alive("s3"))
+        except WaitTimeout as exc:
+            raise Unavailable(f"S3 did not come up: {exc}") from None
 
     def _start_service(self, name: str) -> None:
         env = os.environ | self.cfg.env() | {
@@ -240,9 +209,9 @@ class Stack:
         self._spawn(name, [self.python, "-m", f"meshai_{name}"], env)
 
     def _wait_services(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         pending = set(SERVICES)
-        while pending:
+
+        def all_ready() -> bool:
             for name in sorted(pending):
                 self._check_alive(name)
                 if name == "gateway":
@@ -251,50 +220,19 @@ class Stack:
                     ok, _ = is_serving(self.cfg.addr(name), timeout=2)
                 if ok:
                     pending.discard(name)
-            if pending and time.monotonic() > deadline:
-                raise Unavailable(f"services not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; "
-                                  f"see {self.cfg.home / 'logs'}")
-            if pending:
-                time.sleep(0.5)
+            return not pending
+
+        try:
+            wait_until(all_ready, timeout=timeout, what="services", interval=0.5)
+        except WaitTimeout:
+            raise Unavailable(f"services not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; "
+                              f"see {self.cfg.home / 'logs'}") from None
 
     def _check_alive(self, name: str) -> None:
         pid = self.cfg.pids.get(name)
         if pid is not None and not _alive(pid):
             tail = _tail(self.cfg.home / "logs" / f"{name}.log")
             raise Unavailable(f"{name} exited during start-up; last log lines:\n{tail}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own children so they do not linger as zombies
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _terminate(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-
-
-def _kill(pid: int) -> None:
-    for fn in (os.killpg, os.kill):
-        try:
-            fn(pid, signal.SIGKILL)
-            return
-        except (ProcessLookupError, PermissionError):
-            continue
 
 
 def _http_status(url: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,8 @@ from fastapi import FastAPI
 
 from meshai_common.embedded import embedded_gguf
 from meshai_common.errors import NotFound
+from meshai_common.radio import utf8_len
+from meshai_common.waiting import WaitTimeout, wait_until
 
 
 def smollm2_gguf() -> Path:
@@ -38,19 +39,45 @@ def serve_app(app: FastAPI, ready_path: str | None = "/readyz", timeout: float =
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answering() -> bool:
             try:
                 r = httpx.get(f"{base}{ready_path or '/healthz'}", timeout=2)
-                if ready_path is None or r.status_code == 200:
-                    break
             except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gateway did not become ready at {base}{ready_path}")
-            time.sleep(0.1)
+                return False
+            return ready_path is None or r.status_code == 200
+
+        try:
+            wait_until(answering, timeout=timeout, what=f"gateway at {base}{ready_path}", interval=0.1)
+        except WaitTimeout as exc:
+            raise AssertionError(str(exc)) from None
         yield base
     finally:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def assert_chunked_like_the_bot(reply: str, chunks: list[str], chunk_bytes: int, window: int = 30) -> None:
+    """`chunks` is the reply cut into radio messages, checked without the splitter that made it (its exact
+    cuts are pinned by hand-written cases in tests/unit/gateway/test_radio_budget.py): the chunks are the
+    reply's text, in order, with only whitespace dropped between them, each stripped and at most
+    chunk_bytes bytes; a rest that fits is one chunk, and a cut comes no earlier than `window` characters
+    before the limit (Mesh-Master breaks at a space or '-' within the last 30, else at the limit)."""
+    where = f"{reply!r} -> {chunks!r}"
+    assert all(isinstance(c, str) and c and c == c.strip() for c in chunks), where
+    assert all(utf8_len(c) <= chunk_bytes for c in chunks), where
+    pos, starts = 0, []
+    for chunk in chunks:
+        start = reply.find(chunk, pos)
+        assert start >= 0 and not reply[pos:start].strip(), where
+        starts.append(start)
+        pos = start + len(chunk)
+    assert not reply[pos:].strip(), where
+    for i, start in enumerate(starts[:-1]):
+        rest = reply[start:]
+        assert utf8_len(rest.strip()) > chunk_bytes, where  # else the rest would have been the last chunk
+        fitting, size = 0, 0  # characters of the longest prefix within the byte limit
+        while fitting < len(rest) and size + utf8_len(rest[fitting]) <= chunk_bytes:
+            size += utf8_len(rest[fitting])
+            fitting += 1
+        assert starts[i + 1] - start >= fitting - window, where

@@ -24,6 +24,9 @@ from meshai_gateway.app import create_app
 from meshai_gateway.model_source import LocalFileSource
 from meshai_gateway.settings import GatewaySettings
 
+# Loads the real SmolLM2 GGUF and generates with it.
+pytestmark = pytest.mark.slow
+
 MAX_BODY = 64 * 1024
 WRONG: list[Any] = [None, True, False, 0, -1, 1.5, -1e308, 1e308, 2**70, -(2**70), "", "x", "\u00e9\U0001f4e1",
                     "9" * 400, [], [1, "a"], {}, {"a": {"b": None}}, [[[[]]]]]
@@ -183,11 +186,8 @@ def check(r: Any, case: str) -> None:
             assert "error" not in obj, f"{case}: error mid-stream: {obj}"
 
 
-def test_case_count() -> None:
-    assert len(CASES) >= 600, len(CASES)
-
-
 def test_malformed_requests_never_get_a_5xx(client: TestClient) -> None:
+    assert len(CASES) >= 600, len(CASES)  # the generator still makes enough cases to mean something
     outcomes: dict[int, int] = {}
     for case, path, body, ctype in CASES:
         headers = {"content-type": ctype} if ctype else {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 from gateway_live import serve_app, smollm2_gguf
 
 from meshai_common.inference import GenerationRequest, GenerationResult
@@ -13,6 +14,9 @@ from meshai_gateway.app import create_app
 from meshai_gateway.engine import Engine
 from meshai_gateway.model_source import LocalFileSource
 from meshai_gateway.settings import GatewaySettings
+
+# Loads the real SmolLM2 GGUF and generates with it.
+pytestmark = pytest.mark.slow
 
 GREEDY = {"temperature": 0, "num_predict": 24, "max_chunks": 0}
 

@@ -17,6 +17,9 @@ from meshai_gateway.app import create_app
 from meshai_gateway.model_source import LocalFileSource
 from meshai_gateway.settings import BOT_REPLY_SUFFIX, GatewaySettings
 
+# Loads the real SmolLM2 GGUF and generates with it.
+pytestmark = pytest.mark.slow
+
 KEY = "compat-test-key-0123456789abcdef"
 DETAILS = {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
            "parameter_size": "135M", "quantization_level": "Q4_1"}

@@ -7,12 +7,16 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from gateway_live import serve_app, smollm2_gguf
 
 from meshai_common.registry import promote
 from meshai_gateway.app import create_app
 from meshai_gateway.bucket_source import BucketSource
 from meshai_gateway.settings import GatewaySettings
+
+# Loads the real SmolLM2 GGUF and generates with it.
+pytestmark = pytest.mark.slow
 
 
 def pull(base: str, **body: object) -> list[dict]:

@@ -21,13 +21,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_live import serve_app, smollm2_gguf
+from gateway_live import assert_chunked_like_the_bot, serve_app, smollm2_gguf
 
 from meshai_common.meshmaster import unknown_slash_words
-from meshai_common.radio import fits_budget, split_chunks
+from meshai_common.radio import fits_budget
+from meshai_common.waiting import wait_until
 from meshai_gateway.app import create_app
 from meshai_gateway.model_source import LocalFileSource
 from meshai_gateway.settings import GatewaySettings
+
+# Loads the real SmolLM2 GGUF and generates with it.
+pytestmark = pytest.mark.slow
 
 SUFFIX = " (120s)"
 # A raw prompt the model keeps continuing: work that lasts until it is stopped.
@@ -80,7 +84,7 @@ def read_like_the_bot(resp: httpx.Response) -> tuple[str, dict]:
 def assert_within_budget(reply: str, chunks: list[str], chunk_bytes: int = 160, max_chunks: int = 2) -> None:
     assert reply.strip(), "empty reply"
     assert fits_budget(reply + SUFFIX, chunk_bytes, max_chunks), reply
-    assert chunks == split_chunks(reply, chunk_bytes)
+    assert_chunked_like_the_bot(reply, chunks, chunk_bytes)
 
 
 def test_bot_payload_not_streaming(base: str) -> None:
@@ -144,7 +148,7 @@ def check_final_object(final: dict, reply: str) -> None:
         assert type(final[key]) is int and final[key] >= 0, key
     assert 0 < final["eval_count"] <= 80 and final["prompt_eval_count"] > 20
     assert final["total_duration"] >= final["load_duration"] + final["prompt_eval_duration"] + final["eval_duration"]
-    assert final["chunks"] == split_chunks(reply, 160) and all(isinstance(c, str) for c in final["chunks"])
+    assert_chunked_like_the_bot(reply, final["chunks"], 160)
     assert final["trimmed"] is final["radio"]["trimmed"]
     radio = final["radio"]
     assert set(radio) == RADIO
@@ -246,10 +250,9 @@ def test_client_disconnect_stops_generation(base: str) -> None:
         for _ in range(3):
             next(lines)
     # The worker notices within a token or two; the slot frees and the next request runs at once.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (_metric(base, "meshai_gateway_client_disconnects_total") == before
-                                           or _metric(base, "meshai_gateway_generations_in_flight") > 0):
-        time.sleep(0.05)
+    wait_until(lambda: _metric(base, "meshai_gateway_client_disconnects_total") > before
+               and _metric(base, "meshai_gateway_generations_in_flight") == 0,
+               timeout=10, what="disconnect counted and slot freed", interval=0.05)
     assert _metric(base, "meshai_gateway_client_disconnects_total") == before + 1
     assert _metric(base, "meshai_gateway_generations_in_flight") == 0
     started = time.monotonic()
@@ -281,13 +284,9 @@ def test_cli_serves_and_stops_on_sigterm(gguf: Path, tmp_path: Path) -> None:
                              "--threads", "2", "--log-level", "warning"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200,
+                   timeout=60, what="gateway CLI /readyz", retry_on=(httpx.TransportError,),
+                   check=lambda: proc.poll() is None or pytest.fail(f"exited {proc.returncode}"))
         assert httpx.get(f"http://127.0.0.1:{port}/").text == "Ollama is running"
         proc.send_signal(signal.SIGTERM)
         # uvicorn drains, then re-raises the signal it caught: exit by SIGTERM is the normal way out.

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from gateway_fakes import FakeSource, prompts, scripted, words
 
 from meshai_common.modelfile import Modelfile
-from meshai_common.radio import fits_budget, split_chunks, utf8_len
+from meshai_common.radio import fits_budget, utf8_len
 from meshai_gateway.app import create_app
 from meshai_gateway.settings import GatewaySettings
 
@@ -113,7 +113,7 @@ def test_bot_payload_not_streaming(client: TestClient) -> None:
                 "eval_duration"):
         assert isinstance(body[key], int) and body[key] >= 0, key
     assert body["eval_count"] == len(words(reply))
-    assert body["chunks"] == split_chunks(reply)
+    assert body["chunks"] == ["Use /nodes to see nodes heard in the last 24 hours."]  # 51 bytes: one chunk
     assert body["trimmed"] is False
     assert fits_budget(reply + SUFFIX)
 
@@ -168,7 +168,15 @@ def test_long_reply_is_stopped_and_trimmed_at_a_sentence_end(long_client: TestCl
     assert reply.endswith(".")
     assert fits_budget(reply + SUFFIX, 160, 2)
     assert body["eval_count"] < len(words(LONG))  # generation stopped early
-    assert body["chunks"] == split_chunks(reply)
+    # Mesh-Master's chunking: 160 bytes at most, broken at the last space within the last 30 characters
+    # (" links." would end the first chunk at byte 162).
+    assert body["chunks"] == [
+        "Use /nodes to list nodes heard in the last 24 hours, newest first. Each entry shows SNR and hops. "
+        "Send /node name for one node. Raise the antenna for better",
+        "links. Add a router on a hill. Use /nodes to list nodes heard in the last 24 hours, newest first. "
+        "Each entry shows SNR and hops.",
+    ]
+    assert [utf8_len(c) for c in body["chunks"]] == [156, 128]
 
 
 def test_streamed_text_equals_the_trimmed_reply(long_client: TestClient) -> None:

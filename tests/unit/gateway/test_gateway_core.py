@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -73,13 +74,21 @@ def test_not_ready_reason_and_background_start(tmp_path: Path) -> None:
 
 # -- admission ------------------------------------------------------------------------------------------
 
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Yield to the event loop until `condition` holds; fail after `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.002)
+
+
 def test_scheduler_queues_then_refuses() -> None:
     async def scenario() -> None:
         sched = Scheduler(max_concurrent=1, max_queue=1, queue_timeout_s=5)
         first = await sched.admit()
         waiter = asyncio.ensure_future(sched.admit())
-        await asyncio.sleep(0.01)
-        assert sched.waiting == 1 and sched.running == 1
+        await eventually(lambda: sched.waiting == 1)
+        assert sched.running == 1
         with pytest.raises(Overloaded) as info:
             await sched.admit()
         assert info.value.retry_after_s >= 1
@@ -280,16 +289,16 @@ def test_a_request_queued_across_a_swap_runs_on_the_new_version(tmp_path: Path) 
         running = await service.start("mesh-ai", GenerationRequest(prompt="hi", options={"max_chunks": 0}))
         first = asyncio.ensure_future(drain(running))
         queued = asyncio.ensure_future(service.start("mesh-ai", GenerationRequest(prompt="hi")))
-        await asyncio.sleep(0.05)
-        assert not queued.done() and service.scheduler.waiting == 1
+        await eventually(lambda: service.scheduler.waiting == 1)
+        assert not queued.done()
         source.version = "v2"
         await asyncio.get_running_loop().run_in_executor(None, manager.refresh)
         assert running.engine is old and not old.closed  # still generating
         second = await queued
         assert second.engine is manager.current and second.engine is not old
         await first
-        await asyncio.sleep(0.05)  # the worker's done-callback frees the slot and the old version
-        assert old.closed and all(b.closed for b in old.backends)
+        await eventually(lambda: old.closed)  # the worker's done-callback frees the slot and the old version
+        assert all(b.closed for b in old.backends)
         await drain(second)
 
     asyncio.run(scenario())

@@ -13,6 +13,7 @@ from gateway_fakes import FakeSource, Scripted, ScriptedBackend, scripted, words
 
 from meshai_common.errors import ConfigError, Unavailable
 from meshai_common.inference import GenerationRequest, GenerationResult
+from meshai_common.waiting import wait_until
 from meshai_gateway.app import create_app
 from meshai_gateway.auth import presented_key
 from meshai_gateway.model_manager import ModelManager
@@ -255,10 +256,10 @@ def test_instances_run_generations_side_by_side(tmp_path: Path) -> None:
     threads = [threading.Thread(target=generate) for _ in range(3)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 5
-    while len(running) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)  # the third would have started by now if it did not wait
+    wait_until(lambda: len(running) >= 2, timeout=5, what="two generations running", interval=0.01)
+    # An absence cannot be awaited: a third generation that did not wait for a free instance gets this long to
+    # show up (it would need microseconds).
+    time.sleep(0.1)
     assert sorted(running) == ["instance-0", "instance-1"]
     gate.set()
     for t in threads:

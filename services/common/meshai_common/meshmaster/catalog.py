@@ -66,9 +66,6 @@ class Catalog:
         """Every name and alias, with its slash."""
         return frozenset(self._index)
 
-    def in_area(self, area: str) -> list[Command]:
-        return [c for c in self.commands if c.area == area]
-
 
 def _canon(word: str) -> str:
     w = word.strip().lower()

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from meshai_common.errors import InvalidInput, NotFound
-from meshai_common.inference import ChatMessage, GenerationRequest, GenerationResult, TextDelta
-from meshai_common.radio import utf8_len
+from meshai_common.inference import ChatMessage, GenerationRequest, GenerationResult
+from meshai_gateway.bridge import ThreadToLoop
 from meshai_gateway.engine import Engine
 from meshai_gateway.ollama.protocol import (
     ChatRequest,
@@ -24,8 +21,9 @@ from meshai_gateway.ollama.protocol import (
     PullRequest,
     ShowRequest,
 )
-from meshai_gateway.service import ClientGone, Generation, GenerationService, check_model_ref, error_message
-from meshai_gateway.web import NDJSON, WatchedStream, json_line, parse_body
+from meshai_gateway.service import check_model_ref, error_message
+from meshai_gateway.serving_base import ServingBase, radio_fields
+from meshai_gateway.web import NDJSON, WatchedStream, json_line
 
 # The Ollama API version this gateway speaks (clients use it for feature checks).
 OLLAMA_API_VERSION = "0.12.0"
@@ -37,37 +35,6 @@ class Forbidden(InvalidInput):
     status = 403
 
 
-_END = object()
-
-
-@dataclass
-class _Failed:
-    exc: BaseException
-
-
-class _ThreadFeed:
-    """Statuses put by a worker thread, read on the event loop; the work's end or failure comes last."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    def put(self, item: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-
-    def run(self, work: Callable[[], object]) -> None:
-        try:
-            work()
-        except BaseException as exc:  # handed to the event loop, which reports it
-            self.put(_Failed(exc))
-        else:
-            self.put(_END)
-
-    async def get(self) -> Any:
-        return await self._queue.get()
-
-
 def now_rfc3339() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -76,38 +43,26 @@ def _ts(unix: float) -> str:
     return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def radio_fields(r: GenerationResult) -> dict[str, Any]:
-    """The gateway's additions to Ollama's final object: the reply as the bot will send it, and what the
-    radio budget did."""
-    return {
-        "chunks": r.chunks,
-        "trimmed": r.trimmed,
-        "radio": {
-            **r.budget.as_dict(),
-            "enforced": r.budget.enabled,
-            "bytes": utf8_len(r.text),
-            "chunk_count": len(r.chunks),
-            "trimmed": r.trimmed,
-            "stopped_by_budget": r.budget_stop,
-            "removed": r.removed,
-        },
-    }
-
-
 def _tag(name: str) -> str:
     return name if ":" in name else f"{name}:latest"
 
 
-class OllamaServing:
-    def __init__(self, service: GenerationService, max_body_bytes: int) -> None:
-        self.service = service
-        self.max_body_bytes = max_body_bytes
+class OllamaServing(ServingBase):
+    media_type: ClassVar[str] = NDJSON
+    encode = staticmethod(json_line)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._pull_lock = asyncio.Lock()  # binds to the serving loop on first use
+
+    @staticmethod
+    def error_body(message: str, status: int, kind: str | None = None) -> dict[str, Any]:
+        return {"error": message}
 
     # -- generation ------------------------------------------------------------------------------------
 
     async def generate(self, request: Request) -> Response:
-        body = await parse_body(request, GenerateRequest, self.max_body_bytes)
+        body = await self.parse(request, GenerateRequest)
         if body.images:
             raise InvalidInput(f"model '{body.model}' does not accept images")
         if body.suffix:
@@ -132,10 +87,11 @@ class OllamaServing:
             return {"model": name, "created_at": now_rfc3339(), "response": text, "done": True,
                     "done_reason": r.done_reason, **gen.durations(), **radio_fields(r)}
 
-        return await self._respond(request, gen, body.stream, piece, final)
+        return await self.respond(request, gen, body.stream, piece=piece, finish=lambda r: [final(r, "")],
+                                  whole=lambda r: final(r, r.text))
 
     async def chat(self, request: Request) -> Response:
-        body = await parse_body(request, ChatRequest, self.max_body_bytes)
+        body = await self.parse(request, ChatRequest)
         if any(m.images for m in body.messages):
             raise InvalidInput(f"model '{body.model}' does not accept images")
         if body.tools:
@@ -161,35 +117,8 @@ class OllamaServing:
             return {"model": name, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": text},
                     "done": True, "done_reason": r.done_reason, **gen.durations(), **radio_fields(r)}
 
-        return await self._respond(request, gen, body.stream, piece, final)
-
-    async def _respond(self, request: Request, gen: Generation, stream: bool,
-                       piece: Callable[[str], dict[str, Any]],
-                       final: Callable[[GenerationResult, str], dict[str, Any]]) -> Response:
-        if not stream:
-            try:
-                result = await self.service.run_to_end(gen, request)
-            except ClientGone:
-                return Response(status_code=499)
-            return JSONResponse(final(result, result.text))
-
-        async def lines() -> AsyncIterator[bytes]:
-            try:
-                async with aclosing(gen.batches()) as batches:
-                    async for batch in batches:
-                        out = bytearray()  # one write per batch
-                        for event in batch:
-                            if isinstance(event, TextDelta):
-                                out += json_line(piece(event.text))
-                                continue
-                            if event.tail:
-                                out += json_line(piece(event.tail))
-                            out += json_line(final(event, ""))
-                        yield bytes(out)
-            except Exception as exc:  # after the first byte an error can only be a line
-                yield json_line({"error": error_message(exc)})
-
-        return WatchedStream(lines(), media_type=NDJSON, on_close=gen.close)
+        return await self.respond(request, gen, body.stream, piece=piece, finish=lambda r: [final(r, "")],
+                                  whole=lambda r: final(r, r.text))
 
     # -- models ----------------------------------------------------------------------------------------
 
@@ -218,7 +147,7 @@ class OllamaServing:
         return JSONResponse({"models": [entry]})
 
     async def show(self, request: Request) -> Response:
-        body = await parse_body(request, ShowRequest, self.max_body_bytes)
+        body = await self.parse(request, ShowRequest)
         engine = self.service.engine(body.target)
         info = engine.info
         params = info.parameters
@@ -246,7 +175,7 @@ class OllamaServing:
         """Models arrive by promotion. With a registry behind the gateway (the bucket), pulling the served
         name fetches the promoted version now (download, sha256 check, load, swap), streaming Ollama's pull
         statuses; with a local file it is a successful no-op."""
-        body = await parse_body(request, PullRequest, self.max_body_bytes)
+        body = await self.parse(request, PullRequest)
         name = check_model_ref(body.target)
         if not self.service.serves(name):
             raise NotFound(f"model '{name}' not found")
@@ -261,8 +190,8 @@ class OllamaServing:
         # One fetch at a time (later pulls find the version already there), held until the fetch ends, not
         # until this response does: the fetch goes on if the client leaves, the model it brings is wanted.
         await self._pull_lock.acquire()
-        updates = _ThreadFeed()
         try:
+            updates = ThreadToLoop()
             work = asyncio.get_running_loop().run_in_executor(
                 None, updates.run, lambda: manager.refresh(updates.put))
         except BaseException:
@@ -270,31 +199,29 @@ class OllamaServing:
             raise
         work.add_done_callback(lambda _f: self._pull_lock.release())
 
-        first = await updates.get()  # an error before any status is an HTTP status (404, 503, ...)
-        if isinstance(first, _Failed):
-            raise first.exc
+        statuses = updates.items()
+        # An error before any status is an HTTP status (404, 503, ...); after the first byte, a line.
+        first = await anext(statuses, None)
         if not body.stream:
-            item = first
-            while item is not _END:
-                if isinstance(item, _Failed):
-                    raise item.exc
-                item = await updates.get()
+            async for _ in statuses:
+                pass
             return JSONResponse({"status": "success"})
 
         async def lines() -> AsyncIterator[bytes]:
-            item = first
-            while item is not _END:
-                if isinstance(item, _Failed):  # after the first byte an error can only be a line
-                    yield json_line({"error": error_message(item.exc)})
-                    return
-                yield json_line(item)
-                item = await updates.get()
+            if first is not None:
+                yield json_line(first)
+            try:
+                async for status in statuses:
+                    yield json_line(status)
+            except Exception as exc:
+                yield json_line({"error": error_message(exc)})
+                return
             yield json_line({"status": "success"})
 
         return WatchedStream(lines(), media_type=NDJSON, on_close=lambda: None)
 
     async def delete(self, request: Request) -> Response:
-        body = await parse_body(request, DeleteRequest, self.max_body_bytes)
+        body = await self.parse(request, DeleteRequest)
         self.service.check_model(body.target)
         raise Forbidden(f"model '{body.target}' is managed by promotion in the model registry; "
                         "it cannot be deleted through this API")

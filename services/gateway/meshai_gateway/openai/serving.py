@@ -5,39 +5,36 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from meshai_common.errors import InvalidInput, MeshAIError
-from meshai_common.inference import ChatMessage, GenerationRequest, GenerationResult, TextDelta
-from meshai_gateway.ollama.serving import radio_fields
+from meshai_common.errors import InvalidInput
+from meshai_common.inference import ChatMessage, GenerationRequest, GenerationResult
 from meshai_gateway.openai.protocol import ChatCompletionRequest
-from meshai_gateway.service import ClientGone, GenerationService, error_message
-from meshai_gateway.web import SSE, WatchedStream, headers_for, parse_body, status_for
+from meshai_gateway.serving_base import ServingBase, radio_fields
+from meshai_gateway.web import SSE
 
 FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
-
-
-def openai_error(exc: MeshAIError) -> JSONResponse:
-    status = status_for(exc)
-    kind = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
-            503: "server_error"}.get(status, "api_error")
-    return JSONResponse({"error": {"message": str(exc), "type": kind, "param": None, "code": None}},
-                        status_code=status, headers=headers_for(exc))
+# OpenAI's error `type` for an HTTP status (others: api_error).
+ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
+               503: "server_error"}
 
 
 def _sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
 
 
-class OpenAIServing:
-    def __init__(self, service: GenerationService, max_body_bytes: int) -> None:
-        self.service = service
-        self.max_body_bytes = max_body_bytes
+class OpenAIServing(ServingBase):
+    media_type: ClassVar[str] = SSE
+    encode = staticmethod(_sse)
+    stream_end: ClassVar[bytes] = b"data: [DONE]\n\n"
+
+    @staticmethod
+    def error_body(message: str, status: int, kind: str | None = None) -> dict[str, Any]:
+        return {"error": {"message": message, "type": kind or ERROR_TYPES.get(status, "api_error"), "param": None,
+                          "code": None}}
 
     def _request(self, body: ChatCompletionRequest) -> GenerationRequest:
         if body.tools:
@@ -67,60 +64,39 @@ class OpenAIServing:
                                  format=fmt)
 
     async def chat_completions(self, request: Request) -> Response:
-        body = await parse_body(request, ChatCompletionRequest, self.max_body_bytes)
+        body = await self.parse(request, ChatCompletionRequest)
         gen = await self.service.start(body.model, self._request(body))
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         model = body.model
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
         def usage(r: GenerationResult) -> dict[str, int]:
             return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
                     "total_tokens": r.prompt_tokens + r.completion_tokens}
-
-        if not body.stream:
-            try:
-                r = await self.service.run_to_end(gen, request)
-            except ClientGone:
-                return Response(status_code=499)
-            return JSONResponse({
-                "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "system_fingerprint": "fp_meshai",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
-                             "finish_reason": FINISH.get(r.done_reason, "stop")}],
-                "usage": usage(r), **radio_fields(r),
-            })
-
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
         def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                     "system_fingerprint": "fp_meshai",
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-        async def events() -> AsyncIterator[bytes]:
-            yield _sse(chunk({"role": "assistant", "content": ""}, None))
-            try:
-                async with aclosing(gen.batches()) as batches:
-                    async for batch in batches:
-                        out = bytearray()  # one write per batch
-                        for event in batch:
-                            if isinstance(event, TextDelta):
-                                out += _sse(chunk({"content": event.text}, None))
-                                continue
-                            if event.tail:
-                                out += _sse(chunk({"content": event.tail}, None))
-                            last = chunk({}, FINISH.get(event.done_reason, "stop"))
-                            last.update(radio_fields(event))
-                            out += _sse(last)
-                            if include_usage:
-                                out += _sse({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                             "model": model, "choices": [], "usage": usage(event)})
-                        yield bytes(out)
-            except Exception as exc:
-                yield _sse({"error": {"message": error_message(exc), "type": "server_error"}})
-            yield b"data: [DONE]\n\n"
+        def finish(r: GenerationResult) -> list[dict[str, Any]]:
+            out = [chunk({}, FINISH.get(r.done_reason, "stop")) | radio_fields(r)]
+            if include_usage:
+                out.append({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [], "usage": usage(r)})
+            return out
 
-        return WatchedStream(events(), media_type=SSE, on_close=gen.close)
+        def whole(r: GenerationResult) -> dict[str, Any]:
+            return {"id": cid, "object": "chat.completion", "created": created, "model": model,
+                    "system_fingerprint": "fp_meshai",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
+                                 "finish_reason": FINISH.get(r.done_reason, "stop")}],
+                    "usage": usage(r), **radio_fields(r)}
+
+        return await self.respond(request, gen, body.stream, piece=lambda text: chunk({"content": text}, None),
+                                  finish=finish, whole=whole,
+                                  opening=[chunk({"role": "assistant", "content": ""}, None)])
 
     async def models(self, request: Request) -> Response:
         engine = self.service.manager.current
