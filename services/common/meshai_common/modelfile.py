@@ -133,8 +133,11 @@ def default_modelfile(from_: str, system: str | None = None, extensions: dict[st
 
     mf = Modelfile(
         system=system or DEFAULT_SYSTEM_PROMPT,
+        # min_p: the bot sends temperature, top_p and top_k but not min_p, so this default holds. Dropping tokens
+        # under a tenth of the likeliest one keeps sampled replies in format at the bot's temperature 0.7: same
+        # model, field suite, sampled passes: right commands 49.6 % without, 61.7 / 62.6 % with (README).
         parameters={"num_ctx": 1024, "num_predict": 80, "temperature": 0.7, "top_p": 0.9, "top_k": 40,
-                    "repeat_penalty": 1.1},
+                    "min_p": 0.1, "repeat_penalty": 1.1},
         extensions=dict(extensions or {}),
     )
     return render_modelfile(mf, from_)

@@ -40,7 +40,8 @@ BARE_SHARE = 0.3  # questions sent without their final "?"
 # Intents that gather many things under one label get more room than a single command: fake_command teaches
 # refusal for every unknown word (and naming a word the model never saw, copied from the question, takes more
 # examples than picking a catalog line), explain covers every catalog name, archive is the operator's traffic.
-AGGREGATE_WEIGHTS = {"fake_command": 8.0, "explain": 3.0, "general": 1.0, "archive": 3.0}
+AGGREGATE_WEIGHTS = {"fake_command": 12.0, "explain": 3.0, "general": 1.0, "archive": 3.0}
+FACT_WEIGHT = 2.0  # a fact topic: its numbers must be copied right, and people ask them many ways
 
 
 class SynthError(RuntimeError):
@@ -320,9 +321,12 @@ def _fake_examples(sink: _Sink) -> None:
     phrasing = load_phrasing()
     for fc in phrasing.fake_commands:
         answer = fake_answer(fc.fake, fc.alternative)
-        for idx, ask in enumerate(phrasing.fake_asks):
-            if _h(sink.seed, "fake", fc.fake, idx) % 2:  # half the frames per fake, every fake alike
-                continue
+        # Half the frames for each fake with its own alternative; a listed word gets a fifth, so the many words
+        # (not the frames) carry the lesson "name the word they typed". Seeded choice, the same count for each.
+        asks = list(enumerate(phrasing.fake_asks))
+        share = 5 if fc.from_word_list else 2
+        chosen = sorted(asks, key=lambda a: _h(sink.seed, "fake", fc.fake, a[0]))[: max(1, len(asks) // share)]
+        for idx, ask in sorted(chosen):
             sink.add("fake_command", f"fake_command:{idx}", ask.replace("{fake}", fc.fake), answer, {},
                      protect={fc.fake})
 
@@ -343,7 +347,7 @@ def intent_weights() -> dict[str, float]:
     """How much of a dataset each intent gets when there is more material than needed: the same for every
     intent and fact topic (intents.yaml may say otherwise), more for the aggregates above."""
     w = {i.id: i.weight for i in intents()}
-    w.update({f"fact:{t}": 1.0 for t in load_facts().topics})
+    w.update({f"fact:{t}": FACT_WEIGHT for t in load_facts().topics})
     w.update(AGGREGATE_WEIGHTS)
     return w
 

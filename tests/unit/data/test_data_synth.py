@@ -39,7 +39,9 @@ def test_covers_every_intent_and_weighs_them_alike(pool):
     for intent in every:
         assert intents[intent] >= 8, intent
     weights = intent_weights()
-    assert {weights[i] for i in every} == {1.0}  # no intent or topic favoured
+    # every command intent alike, every fact topic alike (no intent or topic favoured within its kind)
+    assert {weights[i.id] for i in load_intents()} == {1.0}
+    assert len({weights[f"fact:{t}"] for t in load_facts().topics}) == 1
     assert intents["fake_command"] >= 200
 
 
@@ -72,6 +74,21 @@ def test_fake_commands_are_refused_and_point_to_help(pool, fake):
     for ex in refusals:
         assert ex.answer.startswith(f"There is no {fake} command.")
         assert "/help" in ex.answer and f"/{fake}" not in ex.answer
+
+
+def test_listed_fake_words_are_many_with_few_asks_each(pool):
+    listed = [f.fake for f in load_phrasing().fake_commands if f.from_word_list]
+    per_word = Counter()
+    for ex in pool:
+        if ex.intent == "fake_command":
+            word = re.match(r"There is no (\w+) command\.", ex.answer)
+            assert word, ex.answer
+            per_word[word.group(1)] += 1
+            assert not re.search(rf"/{word.group(1)}\b", ex.answer) and re.search(rf"\b{word.group(1)}\b", ex.question.lower())
+    counts = [per_word[w] for w in listed]
+    frames = len(load_phrasing().fake_asks)
+    assert min(counts) >= 1 and max(counts) < frames  # a few asks per listed word, not the whole frame list
+    assert sum(counts) > len(listed) * 2
 
 
 def test_fake_list_holds_no_real_command():

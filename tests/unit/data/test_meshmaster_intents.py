@@ -82,6 +82,9 @@ def _phrasing_doc() -> dict:
      r"fake_commands\[\d+\] \(fake nodes\): /nodes is a real command"),
     (lambda d: d["fake_commands"].append({"fake": "zap", "alternative": "Try /zapper. "}),
      r"fake_commands\[\d+\] \(fake zap\)\.alternative: answer uses unknown command\(s\) /zapper"),
+    (lambda d: d["fake_words"].append("nodes"), r"fake_words\[\d+\] \(nodes\): /nodes is a real command"),
+    (lambda d: d["fake_words"].append("two words"), r"fake_words\[\d+\]: expected one word"),
+    (lambda d: d["fake_words"].append("relay"), r"fake_words\[\d+\] \(relay\): duplicate fake command"),
     (lambda d: d["frames"].append("how do I do it?"), r"frames\[\d+\]: must hold \{a\} exactly once"),
     (lambda d: d["slots"].pop("msg"), r"slots: missing pool\(s\) msg"),
     (lambda d: d["referring"].append({"intent": "nope", "history": ["{caller}: hi"], "asks": ["ok"]}),
@@ -110,6 +113,13 @@ def test_weights_are_balanced_and_nothing_is_taken_from_a_suite():
     suite_fakes = {w.lower().lstrip("/") for w in unknown_slash_words(suite_text)}
     fakes = {f.fake for f in phrasing.fake_commands}
     assert not fakes & suite_fakes, "fake commands copied from an evaluation suite"
+    # Suites also ask about fake words without a slash ("telemetry cmd?"): their `fake` fields count too.
+    suite_fields = {str(item["fake"]).lower().lstrip("/") for path in SUITES.glob("*.yaml")
+                    for item in (yaml.safe_load(path.read_text()) or {}).get("hallucination", []) or []
+                    if isinstance(item, dict) and "fake" in item}
+    assert suite_fields, "no suite item with a fake word found"
+    assert not fakes & suite_fields, "fake words copied from an evaluation suite"
+    assert sum(f.from_word_list for f in phrasing.fake_commands) >= 150
     public_words = {w.lower() for q in suites.get("public", []) for w in re.findall(r"[A-Za-z]+", q)}
     chosen = {v.lower() for pool in ("name", "box") for v in phrasing.slots[pool]}
     assert not chosen & {"bob", "admin"} and "bob" in public_words

@@ -78,6 +78,7 @@ class IntentSet:
 class FakeCommand:
     fake: str  # the word, without the slash
     alternative: str  # the real way to do it ("" when there is none)
+    from_word_list: bool = False  # one of `fake_words`: many words with few asks each
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,20 @@ def _fakes(r: _Reader) -> tuple[FakeCommand, ...]:
         if alt.strip():
             r.answer(alt, f"{where}.alternative")
         out.append(FakeCommand(fake, alt))
+    words = r.doc.get("fake_words") or []
+    if not isinstance(words, list):
+        raise r.fail("fake_words", "expected a list of words")
+    for i, raw in enumerate(words):
+        where = f"fake_words[{i}]"
+        fake = r.text(raw, where).strip().lstrip("/").lower()
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", fake):
+            raise r.fail(where, f"expected one word of letters and digits: {fake!r}")
+        if catalog.is_known(fake) or fake in catalog.plain_words:
+            raise r.fail(f"{where} ({fake})", f"/{fake} is a real command")
+        if fake in seen:
+            raise r.fail(f"{where} ({fake})", "duplicate fake command")
+        seen.add(fake)
+        out.append(FakeCommand(fake, "", from_word_list=True))
     return tuple(out)
 
 
