@@ -27,9 +27,10 @@ SERVICES = tuple(GRPC_PORTS)
 WORKERS = ("data", "trainer", "quantizer", "evaluator")
 HTTP_PORT = 11434
 WORKLOADS = {"Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"}
-# The documented wiring (root README "Configuration", meshai_common.config.ENV_HELP) plus the documented
+# The documented wiring (meshai_common.config.ENV_HELP, docs/environment.md's tables) plus the documented
 # optional knobs that deployments set.
-DOCUMENTED_ENV = set(ENV_HELP) | {
+_ENV_DOC = (ROOT / "docs/environment.md").read_text()
+DOCUMENTED_ENV = set(ENV_HELP) | set(re.findall(r"`(MESHAI_[A-Z0-9_]+)`", _ENV_DOC)) | {
     "MESHAI_S3_SECURE", "MESHAI_WORKDIR", "MESHAI_LOG_LEVEL", "MESHAI_MODEL_NAME", "MESHAI_MODEL_ALIASES",
     "MESHAI_CONVERTER_DIR", "MESHAI_CODE_VERSION", "MESHAI_GATEWAY_URL", "MESHAI_NUM_THREADS",
 }

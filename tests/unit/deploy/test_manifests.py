@@ -309,3 +309,13 @@ def test_checkers_reject_what_they_must():
                                    "[50051]"]
     assert env_problems(["MESHAI_S3_ENDPIONT", "MESHAI_LISTEN", "SECRET_THING"], "x") == [
         "x: MESHAI_S3_ENDPIONT is not a documented variable", "x: unexpected variable SECRET_THING"]
+
+
+def test_compose_mlflow_is_an_optional_profile_on_loopback_that_the_trainer_can_use():
+    services = COMPOSE["services"]
+    mlflow = services["mlflow"]
+    assert mlflow["profiles"] == ["mlflow"], "tracking is opt-in"
+    assert all(p.startswith("127.0.0.1:") for p in mlflow["ports"])
+    assert services["trainer"]["environment"]["MESHAI_MLFLOW_TRACKING_URI"] in ("", None)  # off unless .env sets it
+    dockerfile = (ROOT / "services/trainer/Dockerfile").read_text()
+    assert re.search(r'" trainer mlflow \\', dockerfile), "the trainer image must carry the mlflow client"
