@@ -251,10 +251,10 @@ def test_compose_publishes_only_the_gateway_on_11434():
 
 def test_compose_gateway_bind_address_and_host_port_are_configurable():
     # A Mesh-Master host may already run Ollama on 11434: the gateway moves, the container port stays.
-    env = REQUIRED_ENV | {"MESHAI_GATEWAY_BIND": "0.0.0.0", "MESHAI_GATEWAY_PORT": "11435"}
+    env = REQUIRED_ENV | {"MESHAI_GATEWAY_BIND": "127.0.0.2", "MESHAI_GATEWAY_PORT": "11435"}
     moved = compose(env)["services"]
     assert compose_ports(moved["gateway"]) == [("11435", str(HTTP_PORT))]
-    assert moved["gateway"]["ports"][0].startswith("0.0.0.0:")
+    assert moved["gateway"]["ports"][0].startswith("127.0.0.2:")
     # The orchestrator prints the address Mesh-Master should use: the moved one.
     assert moved["orchestrator"]["environment"]["MESHAI_GATEWAY_URL"] == "http://localhost:11435"
     with pytest.raises(ValueError, match="MESHAI_S3_SECRET_KEY"):
