@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from meshai_common.process import LoggedProcess
 
@@ -56,3 +57,30 @@ class ServiceProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         return self._child.stop(timeout=timeout)
+
+
+def put_chat_jsonl(store: Any, key: str, rows: list[tuple[str, str]]) -> Any:
+    """Question/answer pairs as a chat JSONL object in the bucket; its ObjectRef for a job request."""
+    import json
+
+    from meshai.v1 import jobs_pb2
+
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+             for q, a in rows]
+    obj = store.put_bytes(("\n".join(lines) + "\n").encode(), key)
+    return jobs_pb2.ObjectRef(key=obj.key, sha256=obj.sha256, size=obj.size)
+
+
+def strict_schema(node: Any) -> Any:
+    """A CRD schema with `additionalProperties: false` wherever it lists properties and does not keep unknown
+    fields: a misspelled field fails here, as with `kubectl apply`'s strict field validation, instead of being
+    pruned silently by the API server."""
+    if isinstance(node, dict):
+        out = {k: strict_schema(v) for k, v in node.items()}
+        if "properties" in out and "additionalProperties" not in out \
+                and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [strict_schema(v) for v in node]
+    return node

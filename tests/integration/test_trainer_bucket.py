@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from meshai.v1 import jobs_pb2, trainer_pb2, trainer_pb2_grpc
+from meshai_testing import put_chat_jsonl
 from meshai_trainer import checkpoint
 
 State = jobs_pb2.JobState
@@ -34,22 +35,6 @@ threads: 1
 """
 
 
-@pytest.fixture(scope="module")
-def smollm2_dir(pytestconfig, tmp_path_factory) -> Path:
-    """The embedded model as an fp16 HF folder, shared with the unit tests through pytest's cache."""
-    from meshai_trainer.model import hf_folder
-
-    cache = getattr(pytestconfig, "cache", None)
-    root = Path(cache.mkdir("meshai-bases")) if cache is not None else tmp_path_factory.mktemp("bases")
-    return hf_folder("embedded:smollm2", root)
-
-
-def _ref(store, key: str, rows: list[tuple[str, str]]) -> jobs_pb2.ObjectRef:
-    lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-             for q, a in rows]
-    obj = store.put_bytes(("\n".join(lines) + "\n").encode(), key)
-    return jobs_pb2.ObjectRef(key=obj.key, sha256=obj.sha256, size=obj.size)
-
 
 def _wait(stub, until, timeout: float = 240.0, run: str = RUN) -> jobs_pb2.Job:
     deadline = time.monotonic() + timeout
@@ -64,8 +49,8 @@ def _wait(stub, until, timeout: float = 240.0, run: str = RUN) -> jobs_pb2.Job:
 @pytest.mark.slow
 def test_cancel_kill_and_resubmit_resume_from_bucket_checkpoints(store, s3_env, start_service, smollm2_dir):
     rows = [(f"how do I reach node {i}?", f"Send /relay node{i} then your text.") for i in range(24)]
-    request = trainer_pb2.TrainRequest(run_id=RUN, train=_ref(store, f"runs/{RUN}/data/train.jsonl", rows),
-                                       val=_ref(store, f"runs/{RUN}/data/val.jsonl", rows[:4]),
+    request = trainer_pb2.TrainRequest(run_id=RUN, train=put_chat_jsonl(store, f"runs/{RUN}/data/train.jsonl", rows),
+                                       val=put_chat_jsonl(store, f"runs/{RUN}/data/val.jsonl", rows[:4]),
                                        config_yaml=CONFIG.format(base=smollm2_dir))
     svc = start_service("trainer", s3_env)
     svc.wait_health(timeout=90)
@@ -120,8 +105,8 @@ def test_a_job_on_two_ranks_stops_together_and_resumes(store, s3_env, start_serv
     """MESHAI_TRAIN_PROCS=2: what a trainer with two GPUs does, here as two CPU processes (gloo on loopback)."""
     run, prefix = "ddp-1", "runs/ddp-1/train/checkpoints"
     rows = [(f"what is on channel {i}?", f"Send /channel {i} to see it.") for i in range(24)]
-    request = trainer_pb2.TrainRequest(run_id=run, train=_ref(store, f"runs/{run}/data/train.jsonl", rows),
-                                       val=_ref(store, f"runs/{run}/data/val.jsonl", rows[:4]),
+    request = trainer_pb2.TrainRequest(run_id=run, train=put_chat_jsonl(store, f"runs/{run}/data/train.jsonl", rows),
+                                       val=put_chat_jsonl(store, f"runs/{run}/data/val.jsonl", rows[:4]),
                                        config_yaml=CONFIG.format(base=smollm2_dir))
     svc = start_service("trainer", s3_env | {"MESHAI_TRAIN_PROCS": "2"})
     svc.wait_health(timeout=90)
@@ -170,3 +155,28 @@ def test_an_s3_base_is_fetched_checked_and_resolvable(store, smollm2_dir, tmp_pa
     cfg.write_text(f"base_model: {spec}\n")
     report = check_config(cfg)
     assert report.problems == [] and any("not checked here" in n for n in report.notes)
+
+
+def test_resume_auto_takes_the_buckets_checkpoint_when_it_is_newer(store, s3_env, tmp_path, monkeypatch):
+    """A fresh pod (nothing local) or one with an older local copy resumes from the bucket; rank 0 fetches."""
+    from meshai_trainer.cli import _resume_point
+
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+
+    def make(root: Path, step: int) -> Path:
+        return checkpoint.write(root, step, lambda d: (d / checkpoint.STATE).write_text(json.dumps({"step": step})))
+
+    prefix = "runs/r1/train/checkpoints"
+    checkpoint.upload(store, make(tmp_path / "elsewhere", 4), prefix)
+    fresh = tmp_path / "fresh" / "checkpoints"
+    got = _resume_point("auto", fresh, True, prefix)
+    assert got == fresh / checkpoint.name_for(4) and json.loads((got / checkpoint.STATE).read_text()) == {"step": 4}
+    assert _resume_point("auto", tmp_path / "other" / "checkpoints", False, prefix) is None  # rank 0 shares it
+    older = tmp_path / "older" / "checkpoints"
+    make(older, 2)
+    assert _resume_point("auto", older, True, prefix) == older / checkpoint.name_for(4)
+    newer = tmp_path / "newer" / "checkpoints"
+    make(newer, 6)
+    assert _resume_point("auto", newer, True, prefix) == newer / checkpoint.name_for(6)
+    assert _resume_point("auto", fresh, True, None) == fresh / checkpoint.name_for(4)  # no prefix: what is on disk

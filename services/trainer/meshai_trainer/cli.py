@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--output-dir", type=Path, help="default: the config's output_dir")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--resume", default="auto",
-                   help="auto: continue from the newest checkpoint in OUTPUT_DIR/checkpoints if there is one; "
+                   help="auto: continue from the newest checkpoint in OUTPUT_DIR/checkpoints, or under "
+                        "--checkpoint-prefix in the bucket when that one is newer; "
                         "never: start over (old checkpoints are removed); or a checkpoint folder")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--checkpoint-prefix", metavar="PREFIX",
@@ -47,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--run-id", help="the run's name in MLflow (MESHAI_MLFLOW_TRACKING_URI); default: the "
                                     "output folder's name")
     r.set_defaults(func=cmd_run)
+    j = train.add_parser("job", help="one rank of a Kubeflow TrainJob: inputs from the bucket, outputs to it "
+                                     "(run by torchrun in the TrainJob's pods)")
+    j.add_argument("--request", required=True, metavar="JSON",
+                   help="the TrainRequest as JSON (the controller writes it into the TrainJob)")
+    j.add_argument("--workdir", type=Path, help="scratch folder (default: MESHAI_WORKDIR)")
+    j.set_defaults(func=cmd_job)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -101,11 +108,19 @@ class BarContext(LocalContext):
             self.events_file.close()
 
 
-def _resume_point(choice: str, ckpt_dir: Path, main: bool) -> Path | None:
+def _resume_point(choice: str, ckpt_dir: Path, main: bool, prefix: str | None = None) -> Path | None:
     from meshai_trainer import checkpoint
 
     if choice == "auto":
-        return checkpoint.latest_local(ckpt_dir)
+        local = checkpoint.latest_local(ckpt_dir)
+        if prefix and main:  # a fresh pod has only the bucket's copy; rank 0 shares it with the others
+            from meshai_common.store import ArtifactStore
+
+            store = ArtifactStore.from_env()
+            names = checkpoint.remote(store, prefix)
+            if names and (local is None or checkpoint.step_of(names[-1]) > checkpoint.step_of(local.name)):
+                return checkpoint.fetch_latest(store, prefix, ckpt_dir)
+        return local
     if choice == "never":
         old = checkpoint.list_local(ckpt_dir)
         if old and main:
@@ -142,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not (local / "config.json").is_file():
             fetch_s3_base(cfg.base_model, ArtifactStore.from_env(), local)
         cfg = cfg.model_copy(update={"base_model": str(local)})
-    resume = _resume_point(args.resume, ckpt_dir, main)
+    resume = _resume_point(args.resume, ckpt_dir, main, args.checkpoint_prefix)
     if resume is not None and main:
         print(f"resuming from {resume}", file=sys.stderr)
     ctx = BarContext(out / ".work", enabled=main and not args.no_progress, events=args.events if main else None,
@@ -157,13 +172,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         def on_checkpoint(path: Path) -> None:
             checkpoint.sync(store, path, args.checkpoint_prefix, cfg.save_total_limit)
 
-    # The first Ctrl-C stops after the current step and writes a checkpoint; a second one aborts at once.
+    # The first Ctrl-C (or SIGTERM: a preempted pod, torchrun passing a stop on) stops after the current step and
+    # writes a checkpoint; a second Ctrl-C aborts at once.
     def interrupt(_sig: int, _frame: Any) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
         ctx.cancel()
 
     previous = signal.signal(signal.SIGINT, interrupt)
+    previous_term = signal.signal(signal.SIGTERM, interrupt)
     try:
         metrics = train(cfg, train_path, args.val, out, ctx, base_out=args.base_out, checkpoint_dir=ckpt_dir,
                         resume_from=resume, on_checkpoint=on_checkpoint)
@@ -173,10 +190,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
         ctx.close()
     if main:
         print(json.dumps(metrics, indent=2))
     return 0
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from meshai_trainer.kubeflow.podjob import run_pod_job
+
+    return run_pod_job(args.request, args.workdir)
 
 
 def main(argv: list[str] | None = None) -> int:

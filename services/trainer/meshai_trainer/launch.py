@@ -1,18 +1,27 @@
 """Run one training as N data-parallel ranks on this machine: what the trainer service does with N GPUs.
 
-Each rank is `python -m meshai_trainer.cli train run ...` with the environment torchrun would give it (RANK,
-LOCAL_RANK, WORLD_SIZE), meeting the others through a rendezvous file rather than torchrun's TCP store, which
-listens on every interface. Rank 0 writes its progress and metrics as JSON lines to an events file that the
-launcher relays to the job; it publishes each checkpoint to the bucket itself, so a checkpoint is uploaded
-before a later one can prune it. A cancelled job sends every rank SIGINT: they agree to stop after the same
-step, rank 0 saves and publishes a checkpoint, and all exit.
+The ranks are started by torchrun (`python -m torch.distributed.run --standalone`, the service's own
+interpreter, so the venv's torch), each running `python -m meshai_trainer.cli train run ...` with torchrun's
+standard environment. Rank 0 writes its progress and metrics as JSON lines to an events file that the launcher
+relays to the job; it publishes each checkpoint to the bucket itself, so a checkpoint is uploaded before a later
+one can prune it. A cancelled job sends torchrun SIGINT, which passes it on to every rank: they agree to stop
+after the same step, rank 0 saves and publishes a checkpoint, and all exit. Each rank's output goes to its own
+log file (torchrun's `--log-dir`), whose tail a failure reports.
+
+Binding: torchrun's stores (the rendezvous's and the one the ranks meet in, MASTER_PORT) listen on every
+interface whatever the endpoint says (measured with torch 2.13: `--standalone` and `--rdzv-endpoint
+127.0.0.1:PORT` alike); the ranks reach them on localhost, and gloo's own sockets stay on loopback
+(GLOO_SOCKET_IFNAME=lo).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
+import shutil
 import signal
 import sys
 import time
@@ -27,8 +36,10 @@ from meshai_trainer.curves import ProgressLines
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
-# After SIGINT a rank finishes its step and writes a checkpoint; past this it is killed.
+# After SIGINT a rank finishes its step and writes a checkpoint; past this torchrun kills it.
 STOP_GRACE_S = 300.0
+# torchrun's summary of a failed run names the first rank that failed and its exit code.
+ROOT_CAUSE = re.compile(r"Root Cause.*?local_rank:\s*(\d+)\).*?exitcode\s*:\s*(-?\d+)", re.S)
 
 
 def ranks_for_job() -> int:
@@ -44,6 +55,15 @@ def ranks_for_job() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"environment variable MESHAI_TRAIN_PROCS={raw!r} must be a positive number or auto")
     return int(raw)
+
+
+def torchrun_argv(n: int, args: list[str], events: Path, logs: Path, stop_grace_s: float) -> list[str]:
+    """torchrun starting `n` ranks of `train run ARGS` on this machine, rank 0 appending to `events`."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
+            "--max-restarts", "0",  # a failed rank fails the job; the resubmitted job resumes
+            "--shutdown-timeout", str(math.ceil(stop_grace_s)),  # torchrun's own grace after passing on a signal
+            "--log-dir", str(logs), "--redirects", "3",
+            "-m", "meshai_trainer.cli", "train", "run", *args, "--no-progress", "--events", str(events)]
 
 
 def _relay(events: Path, offset: int, ctx: JobContext, result: dict[str, Any], lines: ProgressLines) -> int:
@@ -65,45 +85,54 @@ def _relay(events: Path, offset: int, ctx: JobContext, result: dict[str, Any], l
     return offset + end
 
 
+def rank_log(logs: Path, local_rank: int) -> str:
+    """What a rank wrote (stdout, then stderr, where errors go), from torchrun's `--log-dir` folder."""
+    return "".join(path.read_text(errors="replace") for name in ("stdout.log", "stderr.log")
+                   for path in sorted(Path(logs).glob(f"*/attempt_*/{local_rank}/{name}")))
+
+
+def _failure(n: int, code: int | None, torchrun: LoggedProcess, logs: Path) -> MeshAIError:
+    found = ROOT_CAUSE.search(torchrun.log())
+    if found is None:  # torchrun failed before or around its ranks: its own output says why
+        tail = torchrun.log()[-4000:].strip()
+        log.error("torchrun failed", extra={"exit": code, "log_tail": tail})
+        return MeshAIError(f"torchrun exited {code}: {tail.splitlines()[-1] if tail else 'no output'}")
+    rank, exit_code = int(found.group(1)), int(found.group(2))
+    tail = rank_log(logs, rank)[-4000:].strip()
+    log.error("training rank failed", extra={"rank": rank, "exit": exit_code, "log_tail": tail})
+    last = tail.splitlines()[-1] if tail else "no output"
+    return MeshAIError(f"training rank {rank} of {n} exited {exit_code}: {last}")
+
+
 def run_ranks(n: int, args: list[str], workdir: Path, ctx: JobContext, *,
               stop_grace_s: float = STOP_GRACE_S) -> dict[str, Any]:
     """Train with `n` ranks (`args` follow `train run`); returns rank 0's metrics. Raises Cancelled or MeshAIError."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    events = workdir / "events.jsonl"
-    rendezvous = workdir / "rendezvous"
-    for stale in (events, rendezvous):
-        stale.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "meshai_trainer.cli", "train", "run", *args, "--no-progress"]
-    procs = []
-    for rank in range(n):
-        env = os.environ | {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(n),
-                            "MESHAI_DIST_INIT": f"file://{rendezvous}", "PYTHONUNBUFFERED": "1",
-                            # Every rank is on this machine: gloo (CPU ranks) needs no other interface.
-                            "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
-        procs.append(LoggedProcess([*argv, *(["--events", str(events)] if rank == 0 else [])],
-                                   workdir / f"rank{rank}.log", env=env))
+    events, logs = workdir / "events.jsonl", workdir / "logs"
+    events.unlink(missing_ok=True)
+    shutil.rmtree(logs, ignore_errors=True)
+    env = os.environ | {"PYTHONUNBUFFERED": "1",
+                        # Every rank is on this machine: gloo (CPU ranks) needs no other interface.
+                        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    torchrun = LoggedProcess(torchrun_argv(n, args, events, logs, stop_grace_s), workdir / "torchrun.log", env=env)
     result: dict[str, Any] = {}
     offset = 0
     lines = ProgressLines.for_stderr()  # the service's log shows the ranks' progress
     try:
-        while any(p.alive() for p in procs):
+        while torchrun.alive():
             offset = _relay(events, offset, ctx, result, lines)
-            if any(p.returncode not in (None, 0, 130) for p in procs):  # the others would wait in the next
-                break                                                    # all-reduce forever
             try:
                 ctx.check_cancelled()
             except Cancelled:
-                stop_all(procs, signal.SIGINT, stop_grace_s)
+                # torchrun passes SIGINT on to every rank and kills those still running after stop_grace_s.
+                stop_all([torchrun], signal.SIGINT, stop_grace_s + 30)
                 raise
             time.sleep(POLL_S)
     finally:
-        codes = stop_all(procs, signal.SIGKILL, 10)  # no-op for ranks that exited; closes their logs
+        # A no-op once torchrun has exited; otherwise (the launcher itself failing) its ranks stop with it.
+        code = stop_all([torchrun], signal.SIGTERM, stop_grace_s)[0]
     _relay(events, offset, ctx, result, lines)
-    if all(c == 0 for c in codes) and result:
+    if code == 0 and result:
         return result
-    rank = next((r for r, c in enumerate(codes) if c not in (0, 130)), 0)
-    tail = procs[rank].log()[-4000:].strip()
-    log.error("training rank failed", extra={"rank": rank, "exit": codes[rank], "log_tail": tail})
-    last = tail.splitlines()[-1] if tail else "no output"
-    raise MeshAIError(f"training rank {rank} of {n} exited {codes[rank]}: {last}")
+    raise _failure(n, code, torchrun, logs)

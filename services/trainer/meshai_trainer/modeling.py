@@ -27,6 +27,22 @@ def causal_lm_loss(model: Any, ids: Any, labels: Any, mask: Any, positions: Any 
     return F.cross_entropy(logits, target[keep])
 
 
+def loss_module(model: Any) -> Any:
+    """A module whose forward is `causal_lm_loss(model, ...)`: what DistributedDataParallel wraps, since its
+    gradient hooks are armed in forward."""
+    import torch
+
+    class CausalLMLoss(torch.nn.Module):
+        def __init__(self, lm: Any) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, ids: Any, labels: Any, mask: Any, positions: Any = None) -> Any:
+            return causal_lm_loss(self.lm, ids, labels, mask, positions)
+
+    return CausalLMLoss(model)
+
+
 def load_for_training(cfg: TrainConfig, world: Any, compute: Any, staging: Path,
                       base_out: Path | None) -> tuple[Any, Any, str | None]:
     """(model, tokenizer, merge source): the base on this rank's device, NF4 for QLoRA (then the merge source is

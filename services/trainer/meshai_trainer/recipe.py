@@ -112,8 +112,11 @@ class FinetuneRecipe:
         self._setup_optimizer()
         self._plan()
         self._setup_schedule()
+        # Every rank continues from rank 0's checkpoint; one on another machine receives its files from rank 0.
+        resume_from = distributed.share_checkpoint(self.world, Path(resume_from) if resume_from else None,
+                                                   Path(self.ctx.workdir) / f"resume-rank{self.world.rank}")
         if resume_from is not None:
-            self._resume(Path(resume_from))
+            self._resume(resume_from)
         self._open_outputs()
 
     def _load_model(self) -> None:
@@ -148,8 +151,10 @@ class FinetuneRecipe:
         self.model.train()
         self.inner = self.model.base_model.model  # the causal LM with LoRA layers injected
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        distributed.broadcast_params(self.world, self.params)
         self.optim = modeling.make_optimizer(cfg, self.params, self.cuda)
+        # The training forward: under DistributedDataParallel with several ranks (which starts them all from rank
+        # 0's adapter weights). Evaluation, checkpoints and the merge use the unwrapped `self.model`.
+        self.loss_fn = distributed.wrap(self.world, modeling.loss_module(self.inner))
 
     def _setup_schedule(self) -> None:
         import torch
@@ -250,11 +255,13 @@ class FinetuneRecipe:
         except Cancelled:
             if not world.active:
                 raise
-            # Ranks must stop at the same step or one waits forever in the all-reduce: each says whether it was
-            # asked to stop, the flags travel with the gradients, and all stop after this step.
+            # Ranks must stop at the same step or one waits forever in the next collective: each says whether it
+            # was asked to stop, the flags are summed with the step's loss, and all stop after this step.
             stop = 1.0
+        mine = group[world.rank::world.size]
+        todo = mine or group[:1]  # no micro-batch (an epoch's short last step): a pass weighted 0 joins the all-reduce
         loss_sum, step_real, step_size = 0.0, 0, 0
-        for k, b in enumerate(group[world.rank::world.size]):
+        for k, b in enumerate(todo):
             if cfg.lora_dropout:
                 # Dropout masks follow the micro-batch (its place in the epoch), not the process: the same run
                 # gives the same curve on 1 or N ranks, and after a restart.
@@ -264,17 +271,22 @@ class FinetuneRecipe:
             dev = world.device
             mask = batch.mask.to(dev) if batch.mask is not None else None
             positions = batch.positions.to(dev) if batch.positions is not None else None
-            with self.amp():
-                loss = causal_lm_loss(self.inner, batch.ids.to(dev), batch.labels.to(dev), mask,
-                                      positions) / len(group)
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            loss_sum += loss.detach().item()
-            step_real += batch.real
-            step_size += batch.size
+            # Gradients are reduced across ranks once per optimizer step: on the last micro-batch only.
+            last = k == len(todo) - 1
+            with contextlib.nullcontext() if last or not world.active else self.loss_fn.no_sync():
+                with self.amp():
+                    loss = self.loss_fn(batch.ids.to(dev), batch.labels.to(dev), mask, positions) / len(group)
+                loss_sum += loss.detach().item() if mine else 0.0
+                if world.active:  # DDP averages over ranks: times N, the update is one rank's over the whole group
+                    loss = loss * (world.size if mine else 0.0)
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            if mine:
+                step_real += batch.real
+                step_size += batch.size
         box_elapsed = time.monotonic() - self.started
-        if world.active:  # gradients, loss and token counts summed over ranks; the time box agrees on one clock
-            loss_sum, step_real, step_size, box_elapsed, stop = distributed.sum_grads_and(
-                world, self.params, [loss_sum, step_real, step_size, box_elapsed, stop])
+        if world.active:  # the logged loss and token counts are the step's; the time box agrees on one clock
+            loss_sum, step_real, step_size, box_elapsed, stop = distributed.sum_values(
+                world, [loss_sum, step_real, step_size, box_elapsed, stop])
             box_elapsed /= world.size
         self._apply_gradients()
         st.finish_step(len(group), loss_sum, int(step_real), int(step_size))

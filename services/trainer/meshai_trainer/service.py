@@ -6,8 +6,10 @@ service stops); they survive a failed or cancelled job, and a resubmitted job re
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,15 @@ import grpc
 import yaml
 
 from meshai.v1 import jobs_pb2, trainer_pb2, trainer_pb2_grpc
-from meshai_common.errors import InvalidInput
-from meshai_common.jobs import JobServicerMixin, RunContext, job_service
+from meshai_common.errors import ConfigError, InvalidInput
+from meshai_common.jobs import JobRuntime, JobServicerMixin, RunContext, job_service
 from meshai_common.manifest import write_manifest
 from meshai_common.progress import Progress
 from meshai_common.refs import check_refs, fetch
+from meshai_common.store import ArtifactStore
 from meshai_common.tracking import check_tracking
 from meshai_trainer import checkpoint
-from meshai_trainer.config import load_config, require_cuda
+from meshai_trainer.config import TrainConfig, load_config, require_cuda
 
 STAGE = "train"
 DEFAULT_CONFIG = "cpu-smollm2"  # a request naming no recipe gets the embedded default's
@@ -38,19 +41,28 @@ def checkpoint_prefix(ctx: RunContext) -> str:
     return f"{ctx.prefix}/checkpoints"
 
 
-def _config(req: trainer_pb2.TrainRequest):
+def request_config(req: trainer_pb2.TrainRequest) -> TrainConfig:
+    """The request's config: its YAML text, else the shipped recipe it names, with its overrides."""
     if req.config_yaml:
         return load_config(text=req.config_yaml, overrides=dict(req.overrides))
     return load_config(req.config_name or DEFAULT_CONFIG, overrides=dict(req.overrides))
 
 
-def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.TrainResult, str]:
+def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext, *,
+              in_process: bool = False) -> tuple[jobs_pb2.TrainResult, str] | None:
+    """Train `req` and publish the outputs and the manifest; returns the result and the manifest key.
+
+    The service runs it in its job thread (one process, or N local ranks: launch.py). With `in_process` it
+    runs in every rank that torchrun started (a Kubeflow TrainJob's pods, kubeflow/podjob.py): each rank
+    trains here and meets the others through torchrun's environment; only rank 0 publishes, the others
+    return None.
+    """
     from meshai_trainer.launch import ranks_for_job
     from meshai_trainer.model import base_key, fetch_s3_base
     from meshai_trainer.recipe import train
 
     t0 = time.monotonic()
-    cfg = _config(req)
+    cfg = request_config(req)
     train_path, val_path = fetch(ctx, [req.train, req.val], "data")
     key = base_key(cfg.base_model)
     base_prefix = base_cache_prefix(key)
@@ -64,7 +76,7 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
     resume = checkpoint.fetch_latest(ctx.store, ckpt_prefix, ckpt_dir)
     if resume is not None:
         ctx.report(Progress(message=f"resuming from {resume.name}"))
-    ranks = ranks_for_job()
+    ranks = 1 if in_process else ranks_for_job()
     if ranks > 1:  # one process per GPU; they fetch an s3:// base and publish checkpoints themselves
         metrics = _train_ranks(req, ranks, ctx, train_path, val_path, out, base_dir, ckpt_prefix)
     else:
@@ -78,6 +90,8 @@ def run_train(req: trainer_pb2.TrainRequest, ctx: RunContext) -> tuple[jobs_pb2.
                         on_checkpoint=lambda path: checkpoint.sync(ctx.store, path, ckpt_prefix,
                                                                    cfg.save_total_limit))
     ctx.check_cancelled()
+    if int(os.environ.get("RANK", "0")) != 0:  # a torchrun rank other than 0: rank 0 publishes
+        return None
     t_upload = time.monotonic()
     merged = ctx.store.put_dir(out / "merged", f"{ctx.prefix}/merged")
     adapter = ctx.store.put_dir(out / "adapter", f"{ctx.prefix}/adapter")
@@ -123,20 +137,73 @@ def _train_ranks(req: trainer_pb2.TrainRequest, ranks: int, ctx: RunContext, tra
     return run_ranks(ranks, args, ctx.workdir / "ranks", ctx)
 
 
+BACKENDS = ("local", "kubeflow")
+
+
+def train_backend() -> str:
+    """MESHAI_TRAIN_BACKEND: `local` (the default: training runs in this service) or `kubeflow` (each job
+    becomes a Kubeflow Trainer TrainJob and this service only follows it: meshai_trainer/kubeflow)."""
+    raw = os.environ.get("MESHAI_TRAIN_BACKEND", "").strip().lower() or "local"
+    if raw not in BACKENDS:
+        raise ConfigError(f"environment variable MESHAI_TRAIN_BACKEND={raw!r} must be one of "
+                          f"{', '.join(BACKENDS)}")
+    return raw
+
+
 class TrainerServicer(JobServicerMixin, trainer_pb2_grpc.TrainerServiceServicer):
+
+    def __init__(self, runtime: JobRuntime, controller: Any | None = None) -> None:
+        super().__init__(runtime)
+        self.controller = controller  # a TrainJobController: jobs run as TrainJobs, not here
 
     def Submit(self, request: trainer_pb2.TrainRequest, context: grpc.ServicerContext) -> jobs_pb2.JobRef:  # noqa: N802
         if not request.train.key or not request.val.key:
             raise InvalidInput("TrainRequest needs both train and val dataset objects")
         try:
-            cfg = _config(request)  # a bad config fails the call, not the job minutes later
+            cfg = request_config(request)  # a bad config fails the call, not the job minutes later
         except yaml.YAMLError as exc:
             raise InvalidInput(f"config_yaml: {exc}") from None
-        require_cuda(cfg, request.config_name or ("config_yaml" if request.config_yaml else DEFAULT_CONFIG))
+        if self.controller is None:  # a TrainJob's pods check their own GPUs (kubeflow/podjob.py)
+            require_cuda(cfg, request.config_name or ("config_yaml" if request.config_yaml else DEFAULT_CONFIG))
         check_refs(self.runtime.store, [request.train, request.val], "TrainRequest.train/val")
         check_tracking()  # MESHAI_MLFLOW_TRACKING_URI set without mlflow: refused now, not after loading
-        return self.runtime.submit(request.run_id, partial(run_train, request))
+        if self.controller is None:
+            work = partial(run_train, request)
+        else:
+            work = partial(_run_trainjob, self.controller, request)
+        return self.runtime.submit(request.run_id, work)
 
 
-build = job_service(STAGE, TrainerServicer, trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
-                    trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"], workers=1)  # one training at a time per trainer
+def _run_trainjob(controller: Any, req: trainer_pb2.TrainRequest,
+                  ctx: RunContext) -> tuple[jobs_pb2.TrainResult, str]:
+    named = trainer_pb2.TrainRequest()
+    named.CopyFrom(req)
+    named.run_id = ctx.run_id  # a request without one got a fresh id at submit
+    return controller.run(named, ctx)
+
+
+_build_local = job_service(STAGE, TrainerServicer, trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
+                           trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"],
+                           workers=1)  # one training at a time per trainer
+
+
+def build(store: ArtifactStore, workdir: str) -> tuple[Callable[[Any], list[str]], Callable[[], None]]:
+    """The service for grpc_server.run_service, with the backend MESHAI_TRAIN_BACKEND names."""
+    if train_backend() == "local":
+        return _build_local(store, workdir)
+    from meshai_trainer.kubeflow.controller import TrainJobController
+    from meshai_trainer.kubeflow.trainjob import KubeflowSettings
+
+    controller = TrainJobController(KubeflowSettings.from_env())
+    # TrainJobs are independent of this process: several can be followed at once (the cluster queues them).
+    runtime = JobRuntime(STAGE, store, Path(workdir), workers=4)
+
+    def register(server: Any) -> list[str]:
+        trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(runtime, controller), server)
+        return [trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name]
+
+    def stop() -> None:
+        controller.detached = True  # a restarted controller follows the TrainJobs left running
+        runtime.shutdown()
+
+    return register, stop

@@ -6,9 +6,10 @@ path, Secrets that `apply` never overwrites)."""
 from __future__ import annotations
 
 import inspect
+import re
 import shutil
 import subprocess
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,14 @@ from deploy_checks import (
     HTTP_PORT,
     K8S,
     K8S_VERSIONS,
+    RUNTIME_KINDS,
     SERVICES,
     WORKERS,
     WORKLOADS,
+    asks_for_gpu,
     containers,
+    controller_trainjob,
+    created_secrets,
     env_problems,
     find,
     kubectl,
@@ -32,15 +37,21 @@ from deploy_checks import (
     pod_problems,
     pod_spec,
     probe_problems,
+    quantity,
     render,
+    runtime_pods,
     schema_problems,
+    secret_references,
+    trainjob_pod,
 )
 
 pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl is not installed (pip install '.[dev]')")
 
 # What `kubectl apply -k` / `kubectl create -k` is pointed at. Every other kustomization is a component.
-LEAVES = ("base", "overlays/gpu", "overlays/local", "overlays/external-s3", "pipeline", "overlays/gpu/pipeline",
-          "examples/ingress-nginx")
+LEAVES = ("base", "overlays/gpu", "overlays/gpu-deployment", "overlays/local", "overlays/external-s3", "pipeline",
+          "overlays/gpu/pipeline", "examples/ingress-nginx")
+# Training on GPUs: Kubeflow TrainJobs (the default), or the trainer Deployment holding a GPU (the fallback).
+GPU_LEAVES = ("overlays/gpu", "overlays/gpu-deployment")
 PROJECT_IMAGES = {*(f"meshai-{s}" for s in SERVICES), "meshai-trainer-cuda"}
 IMAGES_COMPONENT = K8S / "components/images/kustomization.yaml"
 # What pods may ask of a node, after the kubelet's reserve and the usual DaemonSets (network, logging,
@@ -59,14 +70,22 @@ def workloads(objs) -> list[dict]:
     return [o for o in objs if o["kind"] in WORKLOADS]
 
 
-def quantity(value: str | int | float) -> float:
-    """A Kubernetes quantity (250m, 2, 1.5, 512Mi, 10Gi, 1G) as a number of cores or bytes."""
-    text = str(value)
-    units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-    for suffix in sorted(units, key=len, reverse=True):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * units[suffix]
-    return float(text)
+def gpu_recipe() -> str:
+    """The trainer recipe the GPU pipeline Job asks for (the same Job serves both GPU leaves)."""
+    job = pod_spec(find(rendered("overlays/gpu/pipeline"), "Job", "meshai-pipeline"))["containers"][0]
+    return job["args"][job["args"].index("--config") + 1]
+
+
+def pods(objs) -> list[dict]:
+    """What gets scheduled: the workloads, and where a training runtime is deployed the pod of each node of
+    the TrainJob the controller creates for the GPU recipe."""
+    extra = [trainjob_pod(controller_trainjob(list(objs), gpu_recipe()), list(objs))] \
+        if any(o["kind"] in RUNTIME_KINDS for o in objs) else []
+    return workloads(objs) + extra
+
+
+def gpu_pods(objs) -> list[dict]:
+    return [o for o in pods(objs) if asks_for_gpu(o)]
 
 
 def copy_of_k8s(tmp_path: Path) -> Path:
@@ -108,11 +127,23 @@ def test_the_schema_check_rejects_what_kubernetes_rejects():
     assert any("containerPort" in p for p in problems)
     assert schema_problems({"apiVersion": "example.org/v1", "kind": "Nothing", "metadata": {"name": "x"}},
                            K8S_VERSIONS[0]) == ["Nothing/x (example.org/v1, k8s 1.30): no schema for this kind"]
+    # Custom resources against their vendored CRD schema, as strictly, metadata as ObjectMeta.
+    runtime = yaml.safe_load(yaml.safe_dump(find(rendered("overlays/gpu"), "TrainingRuntime", "meshai-torch-distributed")))
+    runtime["spec"]["mlPolicy"]["torhc"] = {}                                  # misspelled field
+    runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] = "3"  # wrong type
+    runtime["metadata"]["label"] = {}                                          # not in ObjectMeta
+    problems = schema_problems(runtime, K8S_VERSIONS[0])
+    assert len(problems) == 3 and all("TrainingRuntime/" in p for p in problems), problems
+    assert any("torhc" in p for p in problems) and any("maxRestarts" in p for p in problems)
+    job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "Run_1"},
+           "spec": {"runtimeRef": {"name": "meshai-torch-distributed"}}}
+    assert [p.rpartition(": ")[2] for p in schema_problems(job, K8S_VERSIONS[0])] == [
+        "metadata.name must match RFC 1035 DNS label format"]  # the CRD's rule on the name
 
 
 @pytest.mark.parametrize("leaf", LEAVES)
 def test_pods_are_hardened_and_probed(leaf):
-    objs = workloads(rendered(leaf))
+    objs = pods(rendered(leaf)) + [j for o in rendered(leaf) if o["kind"] in RUNTIME_KINDS for j in runtime_pods(o)]
     problems = [p for o in objs for p in pod_problems(o)]
     problems += [p for o in objs if o["kind"] in {"Deployment", "StatefulSet"} for p in probe_problems(o)]
     assert problems == []
@@ -122,12 +153,25 @@ def test_pods_are_hardened_and_probed(leaf):
 
 
 def images(objs) -> list[tuple[str, str]]:
-    return [(name_of(o), c["image"]) for o in workloads(objs) for c in containers(o)]
+    return [(name_of(o), c["image"]) for o in pods(objs) for c in containers(o)]
+
+
+# A Mesh-AI image named with a tag or digest, wherever it appears (an environment variable's value included).
+IMAGE_REF = re.compile(r"(?:[\w.-]+(?::\d+)?/)*meshai-[a-z]+(?:-cuda)?(?::[\w.-]+|@sha256:[0-9a-f]+)")
+
+
+def strings(node) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in strings(v)]
+    return [node] if isinstance(node, str) else []
 
 
 def test_images_come_from_one_place_for_every_leaf(tmp_path):
-    """Rename the registry and the tag in components/images only: every leaf, the pipeline Job and the GPU
-    trainer follow, and no Mesh-AI image is left with another name."""
+    """Rename the registry and the tag in components/images only: every leaf, the pipeline Jobs, the GPU
+    trainer, the training runtime and so the TrainJobs' pods follow, and no Mesh-AI image is named any other
+    way anywhere in a leaf (a controller setting naming the trainer image would be left behind)."""
     copy = copy_of_k8s(tmp_path)
     component = yaml.safe_load(IMAGES_COMPONENT.read_text())
     assert {i["name"] for i in component["images"]} == PROJECT_IMAGES
@@ -135,19 +179,26 @@ def test_images_come_from_one_place_for_every_leaf(tmp_path):
         entry["newName"] = "registry.invalid/acme/" + entry["newName"].rpartition("/")[2]
         entry["newTag"] = entry["newTag"].replace("0.1.0", "7.7.7")
     (copy / "components/images/kustomization.yaml").write_text(yaml.safe_dump(component))
-    seen = set()
+    tags: dict[str, dict[str, str]] = {}
     for leaf in LEAVES:
-        for where, image in images(render(copy / leaf)):
+        objs = render(copy / leaf)
+        for where, image in images(objs):
             if "@sha256:" in image:  # third-party, pinned by digest (checked below)
                 continue
             name, _, tag = image.rpartition(":")
             assert name.startswith("registry.invalid/acme/meshai-") and tag.startswith("7.7.7"), (leaf, where, image)
-            seen.add((leaf, where.rpartition("/")[2], tag))
-    # The pipeline Job and the GPU trainer included; the GPU overlay's trainer runs the CUDA build.
-    assert ("pipeline", "meshai-pipeline", "7.7.7") in seen and ("overlays/gpu/pipeline", "meshai-pipeline", "7.7.7") in seen
-    assert ("overlays/gpu", "trainer", "7.7.7-cuda") in seen and ("base", "trainer", "7.7.7") in seen
-    assert {leaf for leaf, name, _ in seen if name == "trainer"} == {
-        "base", "overlays/gpu", "overlays/local", "overlays/external-s3"}
+            tags.setdefault(leaf, {})[where] = tag
+        stale = [s for s in strings(objs) if IMAGE_REF.fullmatch(s) and not s.startswith("registry.invalid/acme/")]
+        assert stale == [], (leaf, stale)
+    assert tags["pipeline"]["Job/meshai-pipeline"] == tags["overlays/gpu/pipeline"]["Job/meshai-pipeline"] == "7.7.7"
+    assert {leaf for leaf, seen in tags.items() if "Deployment/trainer" in seen} == {
+        "base", "overlays/gpu", "overlays/gpu-deployment", "overlays/local", "overlays/external-s3"}
+    assert tags["base"]["Deployment/trainer"] == "7.7.7"
+    # GPU work runs the CUDA build: the TrainJob's pods (the controller itself the CPU one), or the fallback's
+    # trainer Deployment.
+    assert tags["overlays/gpu"]["Deployment/trainer"] == "7.7.7"
+    assert [tag for where, tag in tags["overlays/gpu"].items() if where.endswith("-node")] == ["7.7.7-cuda"]
+    assert tags["overlays/gpu-deployment"]["Deployment/trainer"] == "7.7.7-cuda"
 
 
 def test_manifests_name_project_images_only_by_their_logical_name():
@@ -157,11 +208,15 @@ def test_manifests_name_project_images_only_by_their_logical_name():
             continue
         for doc in load_yaml_docs(path):
             assert "images" not in doc or doc.get("kind") not in (None, "Kustomization", "Component"), path
-            for c in (containers(doc) if doc.get("kind") in WORKLOADS else []):
+            pod_docs = [doc] if doc.get("kind") in WORKLOADS else \
+                runtime_pods(doc) if doc.get("kind") in RUNTIME_KINDS else []
+            for c in (c for d in pod_docs for c in containers(d)):
                 image = c.get("image")  # a patch may leave it as it is
                 assert image is None or image in PROJECT_IMAGES or "@sha256:" in image, (path, image)
-    gpu_patch = load_yaml_docs(K8S / "overlays/gpu/trainer/trainer-gpu.yaml")[0]
+    gpu_patch = load_yaml_docs(K8S / "overlays/gpu-deployment/trainer/trainer-gpu.yaml")[0]
     assert pod_spec(gpu_patch)["containers"][0]["image"] == "meshai-trainer-cuda"
+    [runtime] = load_yaml_docs(K8S / "components/kubeflow-trainer/training-runtime.yaml")
+    assert pod_spec(runtime_pods(runtime)[0])["containers"][0]["image"] == "meshai-trainer-cuda"
 
 
 def test_minio_comes_from_quay_pinned_by_digest_as_in_compose():
@@ -194,7 +249,7 @@ def resources(c: dict, kind: str) -> dict[str, float]:
 @pytest.mark.parametrize("leaf", LEAVES)
 def test_every_container_has_sane_requests_and_limits(leaf):
     problems = []
-    for obj in workloads(rendered(leaf)):
+    for obj in pods(rendered(leaf)):
         pod = pod_spec(obj)
         for c in containers(obj):
             where = f"{name_of(obj)}/{c['name']}"
@@ -211,15 +266,6 @@ def test_every_container_has_sane_requests_and_limits(leaf):
     assert problems == []
 
 
-def test_gpu_trainer_fits_a_4_vcpu_16_gib_gpu_node():
-    trainer = find(rendered("overlays/gpu"), "Deployment", "trainer")
-    c = pod_spec(trainer)["containers"][0]
-    req, lim = resources(c, "requests"), resources(c, "limits")
-    assert req["cpu"] <= GPU_NODE["cpu"] and req["memory"] <= GPU_NODE["memory"], req
-    assert lim["memory"] <= GPU_NODE["memory"], "the limit would let the trainer push the node into OOM"
-    assert int(c["resources"]["limits"]["nvidia.com/gpu"]) >= 1
-
-
 def test_local_overlay_fits_a_laptop_cluster():
     total = {"cpu": 0.0, "memory": 0.0}
     for obj in workloads(rendered("overlays/local")):
@@ -228,39 +274,6 @@ def test_local_overlay_fits_a_laptop_cluster():
             for k, v in resources(c, "requests").items():
                 total[k] += v * replicas
     assert total["cpu"] <= LAPTOP["cpu"] and total["memory"] <= LAPTOP["memory"], total
-
-
-# -- GPU scheduling --------------------------------------------------------------------------------------------
-
-
-def test_gpu_overlay_schedules_on_any_gpu_node_and_runs_the_gpu_recipe():
-    objs = rendered("overlays/gpu")
-    pod = pod_spec(find(objs, "Deployment", "trainer"))
-    # The GPU request is what selects a GPU node; a label only GPU feature discovery sets is not required.
-    assert "nodeSelector" not in pod and "affinity" not in pod and "runtimeClassName" not in pod
-    assert any(t["key"] == "nvidia.com/gpu" and t["operator"] == "Exists" for t in pod["tolerations"])
-    assert pod["containers"][0]["readinessProbe"]["grpc"]["port"] == GRPC_PORTS["trainer"]  # still the base
-    assert all("nvidia.com/gpu" not in str(pod_spec(o)) for o in workloads(objs) if o["metadata"]["name"] != "trainer")
-    job = pod_spec(find(rendered("overlays/gpu/pipeline"), "Job", "meshai-pipeline"))["containers"][0]
-    recipe = job["args"][job["args"].index("--config") + 1]
-    assert recipe.startswith("gpu-")
-    from meshai_trainer.config import load_config
-
-    assert load_config(recipe).bf16 is True  # a recipe that exists and is the CUDA one
-    cpu_job = pod_spec(find(rendered("pipeline"), "Job", "meshai-pipeline"))["containers"][0]
-    assert "--config" not in cpu_job["args"]
-
-
-def test_runtime_class_component_is_optional_and_works(tmp_path):
-    copy = copy_of_k8s(tmp_path)
-    kust = copy / "overlays/gpu/kustomization.yaml"
-    spec = yaml.safe_load(kust.read_text())
-    spec["components"].insert(1, "../../components/gpu-runtime-class")
-    kust.write_text(yaml.safe_dump(spec))
-    objs = render(copy / "overlays/gpu")
-    assert pod_spec(find(objs, "Deployment", "trainer"))["runtimeClassName"] == "nvidia"
-    assert all("runtimeClassName" not in pod_spec(o) for o in workloads(objs) if o["metadata"]["name"] != "trainer")
-    assert [p for o in objs for p in schema_problems(o, K8S_VERSIONS[0])] == []
 
 
 # -- wiring: Services, addresses, environment ------------------------------------------------------------------
@@ -308,38 +321,6 @@ def test_gateway_probes_hit_routes_the_gateway_serves(tmp_path):
 # -- Secrets: created once, never by apply ---------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def created_secrets() -> dict[str, set[str]]:
-    """What deploy/k8s/create-secrets.sh creates ({name: keys}), from its --print mode (no cluster needed)."""
-    env = {"PATH": f"{Path(kubectl()).parent}:/usr/bin:/bin", "HOME": "/tmp"}
-    proc = subprocess.run(["bash", str(K8S / "create-secrets.sh"), "--print"], capture_output=True, text=True,
-                          env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    assert [p for d in docs for p in schema_problems(d, K8S_VERSIONS[0])] == []
-    return {d["metadata"]["name"]: set(d["data"]) for d in docs}
-
-
-def secret_references(obj: dict) -> list[tuple[str, str | None, bool]]:
-    """(secret, key or None for all, optional) for every way a pod reads a Secret."""
-    refs = []
-    for c in containers(obj):
-        for src in c.get("envFrom", []):
-            if "secretRef" in src:
-                refs.append((src["secretRef"]["name"], None, bool(src["secretRef"].get("optional"))))
-        for e in c.get("env", []):
-            ref = e.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                refs.append((ref["name"], ref["key"], bool(ref.get("optional"))))
-    for v in pod_spec(obj).get("volumes", []):
-        for src in [v] + v.get("projected", {}).get("sources", []):
-            if "secret" in src:
-                name = src["secret"].get("secretName") or src["secret"].get("name")
-                for item in src["secret"].get("items", [{"key": None}]):
-                    refs.append((name, item["key"], bool(src["secret"].get("optional"))))
-    return refs
-
-
 def test_apply_never_writes_a_secret_and_every_required_one_is_created_once():
     created = created_secrets()
     problems = []
@@ -385,18 +366,21 @@ def test_each_service_has_its_own_s3_key_and_only_minio_sees_the_root_account():
 # -- operations ------------------------------------------------------------------------------------------------
 
 
-def test_grace_periods_cover_each_service_stop_path():
+@pytest.mark.parametrize("leaf", GPU_LEAVES)
+def test_grace_periods_cover_each_service_stop_path(leaf):
     from meshai_common.grpc_server import DRAIN_GRACE_S
     from meshai_common.jobs import JobRuntime
     from meshai_trainer.launch import STOP_GRACE_S
 
     job_stop_s = inspect.signature(JobRuntime.shutdown).parameters["timeout"].default
     gateway_stop_s = 30 + 10  # uvicorn's timeout_graceful_shutdown, then the gRPC server's grace (__main__)
-    objs = rendered("overlays/gpu")
+    objs = rendered(leaf)
     grace = {n: pod_spec(find(objs, "Deployment", n))["terminationGracePeriodSeconds"] for n in SERVICES}
     # The trainer: ranks get STOP_GRACE_S to checkpoint, then the job's state is written (10 s SIGKILL window,
     # uploads); the drain runs alongside.
     assert grace["trainer"] >= STOP_GRACE_S + DRAIN_GRACE_S + 10
+    [gpu] = gpu_pods(objs)  # where the ranks run: the trainer's pod, or each TrainJob node's
+    assert pod_spec(gpu)["terminationGracePeriodSeconds"] >= STOP_GRACE_S
     for worker in WORKERS:
         assert grace[worker] >= job_stop_s + DRAIN_GRACE_S, worker
     assert grace["gateway"] > gateway_stop_s

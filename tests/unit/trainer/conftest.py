@@ -50,16 +50,6 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(pytestconfig, tmp_path_factory) -> Path:
-    """The embedded model as an fp16 HF folder, kept in pytest's cache between runs (GGUF load ~26 s, this ~2 s)."""
-    from meshai_trainer.model import hf_folder
-
-    cache = getattr(pytestconfig, "cache", None)
-    root = Path(cache.mkdir("meshai-bases")) if cache is not None else tmp_path_factory.mktemp("bases")
-    return hf_folder("embedded:smollm2", root)
-
-
-@pytest.fixture(scope="session")
 def chat_data(tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("chat")
     return write_chat_jsonl(d / "train.jsonl"), write_chat_jsonl(d / "val.jsonl", QA[:6])

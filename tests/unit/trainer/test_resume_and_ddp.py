@@ -1,8 +1,8 @@
 """Training processes, as an operator runs them (`python -m meshai_trainer.cli train run`, one per rank):
 
 - one killed with SIGKILL mid-run and started again continues the loss curve of an uninterrupted run;
-- two gloo processes (data-parallel, started as torchrun starts them) train like one process accumulating
-  their micro-batches.
+- two gloo ranks under torchrun (DistributedDataParallel), the command line a Kubernetes TrainJob runs, train
+  like one process accumulating their micro-batches.
 
 Tiny on purpose: 16 short examples, 8 optimizer steps, LoRA on the top 2 layers, one thread per process.
 """
@@ -47,17 +47,15 @@ def _config(tmp: Path, base: Path, name: str, dropout: float, accum: int) -> Pat
     return path
 
 
-def _start(config: Path, data: tuple[Path, Path], out: Path, *sets: str, rank: int = 0, world: int = 1) -> subprocess.Popen:
+def _start(config: Path, data: tuple[Path, Path], out: Path, *sets: str, ranks: int = 1) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     args = ["-m", "meshai_trainer.cli", "train", "run", str(config), "--train", str(data[0]), "--val",
             str(data[1]), "--output-dir", str(out), "--no-progress"] + [x for s in sets for x in ("--set", s)]
     # One thread per process keeps runs comparable (and two of them fit 2 cores).
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    if world > 1:
-        # What torchrun gives each rank, meeting through a file rather than torchrun's TCP store (which listens
-        # on every interface); gloo's own sockets stay on loopback.
-        env |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "GLOO_SOCKET_IFNAME": "lo",
-                "MESHAI_DIST_INIT": f"file://{out.parent / (out.name + '.rendezvous')}"}
+    if ranks > 1:  # torchrun's standard environment for each rank; gloo's own sockets stay on loopback
+        args = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks), *args]
+        env |= {"GLOO_SOCKET_IFNAME": "lo"}
     n = len(list(out.parent.glob(f"{out.name}.*.out.log")))
     with open(out.parent / f"{out.name}.{n}.out.log", "w") as so, open(out.parent / f"{out.name}.{n}.err.log", "w") as se:
         return subprocess.Popen([sys.executable, *args], env=env, stdout=so, stderr=se)
@@ -131,18 +129,17 @@ def test_killed_run_resumes_on_the_same_loss_curve(runs, chat_data):
                                                 "training_state.pt", "trainer_state.json"}
 
 
-def test_two_gloo_processes_train_like_one_process_accumulating(runs, chat_data):
+def test_two_gloo_ranks_under_torchrun_train_like_one_process_accumulating(runs, chat_data):
     tmp = runs["tmp"]
     ddp_out = tmp / "ddp"
     ddp_cfg = _config(tmp, runs["base"], "ddp", 0.1, accum=1)  # 2 ranks x 1 micro-batch = 1 rank x 2
-    peer = _start(ddp_cfg, chat_data, ddp_out, rank=1, world=2)
-    ddp = _finish(_start(ddp_cfg, chat_data, ddp_out, rank=0, world=2), ddp_out)
-    assert peer.wait(60) == 0
+    ddp = _finish(_start(ddp_cfg, chat_data, ddp_out, ranks=2), ddp_out)
     single = _finish(runs["ref"], tmp / "reference")
     assert ddp["world_size"] == 2 and single["world_size"] == 1
     assert ddp["tokens"] == single["tokens"]
     got, want = _steps(ddp_out), _steps(tmp / "reference")
+    assert [r["step"] for r in got] == list(range(1, 9))
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], rel=1e-4, abs=1e-6)
     assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
     a, b = _adapter(ddp_out), _adapter(tmp / "reference")
-    assert all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
