@@ -138,7 +138,7 @@ def prepare(
     grounding_stats: Counter = Counter()
     if grounded:
         step(4, f"grounding {len(chosen)} user turns")
-        chosen, grounding_stats = ground(chosen, seed)
+        chosen, grounding_stats = ground(chosen)
     for ex in chosen:  # last line of defence: nothing over budget or invented leaves this function
         check_answer(ex.answer, f"(intent {ex.intent}, source {ex.source})")
 
@@ -344,8 +344,6 @@ def _metadata(*, seed, min_pairs, capped, unique_available, splits, scrubber, re
         "with_bot_system": sum(1 for u in users if (p := parse_meshmaster_prompt(u)) is not None and p.system),
         "grounding": grounding,
         "grounded_prompts": sum(1 for ex in everything if ex.grounded),
-        "grounding_shuffled": grounding_stats.get("shuffled", 0),
-        "grounding_gold_dropped": grounding_stats.get("gold_dropped", 0),
         "grounding_gold_missing": grounding_stats.get("gold_missing", 0),
         "avg_user_chars": round(sum(map(len, users)) / max(len(users), 1), 1),
         "scrub": scrubber.counts(),

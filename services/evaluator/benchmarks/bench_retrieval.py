@@ -38,6 +38,7 @@ from pathlib import Path
 from meshai_common.errors import NotFound
 from meshai_common.grounding import (
     CONTEXT_BUDGET_TOKENS,
+    DEFAULT_LINES,
     GROUNDING_VERSION,
     Hit,
     build_index,
@@ -186,15 +187,16 @@ def budget_report(items: Sequence[Item]) -> None:
     for item in items:
         parsed = parse_meshmaster_prompt(item.question)
         question, history = (parsed.question, parsed.context) if parsed else (item.question.strip(), ())
-        lines = context_lines(retrieve(question, 4, history))
+        lines = context_lines(retrieve(question, DEFAULT_LINES, history))
         block = "".join(line + "\n" for line in lines)
         kept.append(len(lines))
         est.append(sum(estimate_tokens(line + "\n") for line in lines))
         if count:
             real.append(count(block))
     n = max(len(items), 1)
-    msg = (f"context block (k=4, budget {CONTEXT_BUDGET_TOKENS}): {statistics.fmean(kept or [0]):.2f} lines, "
-           f"all 4 kept for {sum(k == 4 for k in kept) / n * 100:.0f} %, estimate max {max(est, default=0)}")
+    msg = (f"context block (k={DEFAULT_LINES}, budget {CONTEXT_BUDGET_TOKENS}): {statistics.fmean(kept or [0]):.2f} "
+           f"lines, all {DEFAULT_LINES} kept for {sum(k == DEFAULT_LINES for k in kept) / n * 100:.0f} %, "
+           f"estimate max {max(est, default=0)}")
     if real:
         msg += f"; embedded tokenizer: mean {statistics.fmean(real):.1f}, max {max(real)} tokens"
     print(msg)

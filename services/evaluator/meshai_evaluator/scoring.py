@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from meshai_common.meshmaster import load_catalog, slash_word_matches, slash_words
+from meshai_common.meshmaster import MAX_REPLY_COMMANDS, load_catalog, slash_word_matches, slash_words
 from meshai_common.radio import chunk_count, fits_budget
 
 AREAS = ("commands", "technical", "hallucination", "brevity")
 NEAR_WORDS = 6  # a negation this close to the fake word denies it
-MAX_COMMANDS = 2
+MAX_COMMANDS = MAX_REPLY_COMMANDS
 STRAY_NUMBERS = 3  # this many unexpected numbers in a technical reply: guessing
 FOREIGN_FAKES = 3  # this many other fake words in a fake item's reply: a list, not an answer
 

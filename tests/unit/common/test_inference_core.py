@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshai_common.errors import InvalidInput
+from meshai_common.errors import InvalidInput, Unavailable
 from meshai_common.inference import (
     ChatMessage,
     CoreSettings,
@@ -150,3 +150,14 @@ def test_local_model_options_are_read_as_the_gateway_reads_them() -> None:
     for bad in ({"top_k": "40"}, {"num_predict": 1.5}, {"temperature": True}, {"stop": [1]}):
         with pytest.raises(InvalidInput, match=f"options.{next(iter(bad))}"):
             request_options(bad)
+
+
+def test_a_model_is_grounded_as_its_version_grounds_and_an_unknown_version_is_refused() -> None:
+    from meshai_common.grounding import GROUNDING_VERSION, LINES_PER_VERSION, ground_prompt
+
+    prompt = "Question: how do i see who is around\nAnswer:"
+    for version, lines in LINES_PER_VERSION.items():
+        assert resolve_grounder(version)(prompt) == ground_prompt(prompt, k=lines)
+    assert resolve_grounder(GROUNDING_VERSION)(prompt) == ground_prompt(prompt)
+    with pytest.raises(Unavailable, match=r"grounding=catalog-v0: unknown grounding version 'catalog-v0'; known: "):
+        resolve_grounder("catalog-v0")

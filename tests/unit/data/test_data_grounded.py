@@ -7,10 +7,9 @@ from collections import Counter
 
 import pytest
 
-from meshai_common.grounding import GROUNDING_VERSION, context_lines, ground_prompt
-from meshai_common.meshmaster import unknown_slash_words
+from meshai_common.grounding import GROUNDING_VERSION, ground_prompt
 from meshai_common.prompts import parse_meshmaster_prompt
-from meshai_data.grounded import DROP_GOLD_SHARE, HELP_ANSWERS, SHUFFLE_SHARE, gold_key, ground, retrieved
+from meshai_data.grounded import gold_key, ground, retrieved
 from meshai_data.prepare import prepare
 from meshai_data.synth import Example, generate, wrap_meshmaster
 from meshai_data.validate import validate
@@ -19,7 +18,7 @@ from meshai_data.validate import validate
 @pytest.fixture(scope="module")
 def grounded():
     pool = wrap_meshmaster(generate(42, typos=0)[::4], seed=42)
-    out, stats = ground(pool, seed=42)
+    out, stats = ground(pool)
     return pool, out, stats
 
 
@@ -39,39 +38,14 @@ def test_turns_carry_the_retrieved_lines_and_keep_the_question(grounded):
         assert bool(added) == after.grounded and set(added) <= {h.line for h in retrieved(before.user_turn)}
         if after.answer == before.answer and after.user_turn == ground_prompt(before.user_turn):
             plain += 1  # most turns are byte for byte what the gateway builds
-    # every turn not shuffled or stripped of its gold line is byte for byte what the gateway builds
-    assert plain == len(out) - stats["shuffled"] - stats["gold_dropped"]
-
-
-def test_gold_removed_answers_point_to_help(grounded):
-    pool, out, stats = grounded
-    dropped = [(b, a) for b, a in zip(pool, out, strict=True) if a.answer != b.answer]
-    commands = [b for b in pool if b.command and b.intent not in ("explain", "help")]
-    assert dropped and len(dropped) == stats["gold_dropped"]
-    assert 0.5 * DROP_GOLD_SHARE < len(dropped) / len(commands) < 1.5 * DROP_GOLD_SHARE
-    for before, after in dropped:
-        assert after.answer in HELP_ANSWERS and "/help" in after.answer and not unknown_slash_words(after.answer)
-        gold = gold_key(before)
-        assert gold and gold.startswith("/")
-        context = parse_meshmaster_prompt(after.user_turn).context
-        gold_line = next(h.line for h in retrieved(before.user_turn) if h.key == gold)
-        assert gold_line not in context  # removed; the other hits stay
-        others = [h.line for h in retrieved(before.user_turn) if h.key != gold]
-        assert set(context_lines([h for h in retrieved(before.user_turn) if h.key != gold])) <= set(context)
-        assert others
-    assert len({a.answer for _, a in dropped}) >= 3  # varied wording
-
-
-def test_some_hit_lists_are_shuffled(grounded):
-    pool, out, stats = grounded
-    with_gold = sum(1 for ex in pool if gold_key(ex) in {h.key for h in retrieved(ex.user_turn)})
-    assert 0.5 * SHUFFLE_SHARE < stats["shuffled"] / with_gold < 1.5 * SHUFFLE_SHARE
+    assert plain == len(out)  # every turn is byte for byte what the gateway builds
+    assert all(after.answer == before.answer for before, after in zip(pool, out, strict=True))
 
 
 def test_archive_pairs_are_grounded_too():
     ex = Example("how do i see who is around", "Try /nodes for the node list.", "archive", "archive:x", "archive")
     assert gold_key(ex) == "/nodes"
-    out, stats = ground([ex], seed=1)
+    out, stats = ground([ex])
     assert out[0].grounded and "cmd /nodes" in out[0].user_turn and stats["grounded"] == 1
 
 
@@ -82,7 +56,7 @@ def test_prepare_records_grounding_and_can_turn_it_off(tmp_path, fixtures_dir):
     assert on["grounding"] == GROUNDING_VERSION and off["grounding"] is None
     assert json.loads((tmp_path / "on" / "metadata.json").read_text())["grounding"] == GROUNDING_VERSION
     assert on["grounded_prompts"] / on["total_pairs"] > 0.95 and off["grounded_prompts"] == 0
-    assert on["grounding_gold_dropped"] > 0 and on["grounding_shuffled"] > 0
+    assert "grounding_gold_missing" in on
     assert on["avg_user_chars"] > off["avg_user_chars"]
     rows = [json.loads(line) for line in (tmp_path / "on" / "train.jsonl").read_text().splitlines()]
     sources = Counter(r["source"] for r in rows if "cmd /" in r["messages"][1]["content"])

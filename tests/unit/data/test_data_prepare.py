@@ -49,8 +49,11 @@ def test_default_dataset_is_small_dense_and_valid(default_run):
     every = [i.id for i in load_intents()] + [f"fact:{t}" for t in load_facts().topics]
     for intent in every:  # every intent in train, and none favoured within its kind (commands, fact topics)
         assert meta["intents_by_split"]["train"].get(intent, 0) >= 4, intent
-    sizes = [meta["intents"][i.id] for i in load_intents()]
+    sizes = [meta["intents"][i.id] for i in load_intents() if i.weight == 1]
     assert max(sizes) - min(sizes) <= 2
+    for i in load_intents():  # an intents.yaml weight scales its share
+        if i.weight != 1:
+            assert abs(meta["intents"][i.id] - i.weight * min(sizes)) <= 2 * i.weight, i.id
     # fact topics share one weight; a topic with fewer phrasings than its share gives all it has
     facts = [meta["intents"][f"fact:{t}"] for t in load_facts().topics]
     assert min(facts) >= 8 and max(facts) - min(facts) <= 6

@@ -339,4 +339,6 @@ def test_grounding_follows_the_modelfile_unless_turned_off(monkeypatch: pytest.M
     with pytest.raises(ConfigError, match="MESHAI_GROUNDING"):
         GatewaySettings.from_env()
     grounding = pytest.importorskip("meshai_common.grounding")
-    assert Scripted(["ok"])(trained, GatewaySettings()).core.grounder is grounding.ground_prompt
+    grounder = Scripted(["ok"])(trained, GatewaySettings()).core.grounder
+    prompt = "Question: how do i see who is around\nAnswer:"
+    assert grounder(prompt) == grounding.ground_prompt(prompt, k=grounding.LINES_PER_VERSION["catalog-v1"])

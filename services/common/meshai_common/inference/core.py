@@ -268,12 +268,17 @@ class StopScanner:
 
 def resolve_grounder(spec: str | None) -> Grounder | None:
     """The grounder a model was trained with: `spec` is its Modelfile's `# meshai: grounding=...` value (or a
-    caller's override). None, "" or "off": no grounding; any other value: meshai_common.grounding."""
+    caller's override). None, "" or "off": no grounding; a version: meshai_common.grounding as that version
+    grounds (an unknown version is refused: serving it otherwise would not serve it as trained)."""
     if not spec or spec.strip().lower() == "off":
         return None
     try:  # imported only for models trained with grounding
-        from meshai_common.grounding import ground_prompt
+        from meshai_common.grounding import grounder_for
     except ImportError as exc:
         raise Unavailable(f"the model was trained with grounding={spec}, but meshai_common.grounding cannot be "
                           f"imported ({exc}): serving it ungrounded would not serve it as trained") from None
-    return ground_prompt
+    try:
+        return grounder_for(spec)
+    except ValueError as exc:
+        raise Unavailable(f"the model was trained with grounding={spec}: {exc}; serving it otherwise would not "
+                          f"serve it as trained") from None

@@ -78,8 +78,8 @@ class LocalModel:
         n_threads: llama.cpp threads (0: every core). chunk_bytes, max_chunks: the deployment's radio budget
         (max_chunks=0 turns it off; the Modelfile's and the request's values take precedence, as in the
         gateway). constrain_commands: the command grammar on radio replies (MESHAI_CONSTRAIN_COMMANDS).
-        grounding: None follows the Modelfile's `# meshai: grounding=...`; "off" or "" disables it; any
-        other value grounds prompts with meshai_common.grounding (MESHAI_GROUNDING=auto|off in the gateway).
+        grounding: None follows the Modelfile's `# meshai: grounding=...`; "off" or "" disables it; a
+        grounding version grounds prompts as that version does (MESHAI_GROUNDING=auto|off in the gateway).
         """
         from meshai_common.inference.llama_backend import open_backends
 

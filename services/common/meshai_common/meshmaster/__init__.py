@@ -1,6 +1,7 @@
 """Mesh-Master knowledge shared by every stage: the versioned command catalog and the Meshtastic facts."""
 
 from meshai_common.meshmaster.catalog import (
+    MAX_REPLY_COMMANDS,
     Catalog,
     Command,
     FactItem,
@@ -9,6 +10,7 @@ from meshai_common.meshmaster.catalog import (
     is_known_command,
     load_catalog,
     load_facts,
+    named_command_names,
     slash_word_matches,
     slash_words,
     unknown_slash_words,
@@ -26,6 +28,8 @@ from meshai_common.meshmaster.intents import (
 )
 
 __all__ = [
+    "MAX_REPLY_COMMANDS",
+    "named_command_names",
     "Catalog",
     "Command",
     "Contrast",

@@ -25,6 +25,9 @@ FACTS_FILE = HERE / "facts.yaml"
 
 # "/" + letter, not glued to a preceding word, path, URL, number or tag, and not followed by another "/"
 # (a path). The tail takes letters, digits and "_" so "/m2" is one (unknown) word, not "/m".
+# A reply names at most this many commands: one to send, perhaps one to follow up. A list of commands is a menu,
+# which /help and /menu already are; the evaluator fails a reply that names more.
+MAX_REPLY_COMMANDS = 2
 _SLASH_WORD = re.compile(r"(?<![\w/\\.:~<@#-])/([A-Za-z][A-Za-z0-9_]*)(?![\w/])")
 _NAME = re.compile(r"^/[a-z][a-z0-9_]*$")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -150,6 +153,12 @@ def slash_word_matches(text: str) -> Iterator[re.Match[str]]:
 def slash_words(text: str) -> list[str]:
     """Every command-like word in text, as written and in order ("/nodes", "/Relay"), repeats included."""
     return ["/" + m.group(1) for m in slash_word_matches(text)]
+
+
+def named_command_names(text: str) -> list[str]:
+    """The distinct real commands text names, as canonical names, in order of appearance."""
+    catalog = load_catalog()
+    return list(dict.fromkeys(c.name for w in slash_words(text) if (c := catalog.get(w)) is not None))
 
 
 def unknown_slash_words(text: str, extra_known: Iterable[str] = ()) -> list[str]:

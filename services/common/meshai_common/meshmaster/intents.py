@@ -18,7 +18,14 @@ from typing import Any
 import yaml
 
 from meshai_common.errors import ConfigError
-from meshai_common.meshmaster.catalog import HERE, load_catalog, slash_words, unknown_slash_words
+from meshai_common.meshmaster.catalog import (
+    HERE,
+    MAX_REPLY_COMMANDS,
+    load_catalog,
+    named_command_names,
+    slash_words,
+    unknown_slash_words,
+)
 from meshai_common.radio import budget_bytes, utf8_len
 
 INTENTS_FILE = HERE / "intents.yaml"
@@ -167,6 +174,10 @@ class _Reader:
         unknown = unknown_slash_words(answer)
         if unknown:
             raise self.fail(where, f"answer uses unknown command(s) {', '.join(unknown)}: {answer!r}")
+        named = named_command_names(answer)
+        if len(named) > MAX_REPLY_COMMANDS:
+            raise self.fail(where, f"answer names {len(named)} commands ({', '.join(named)}), at most "
+                                   f"{MAX_REPLY_COMMANDS}: {answer!r}")
         return answer
 
     def phrasings(self, value: Any, where: str, intent: Intent | None, *, slots_allowed=KNOWN_SLOTS,
