@@ -48,5 +48,12 @@ test-fast: install
 test-slow: install
 	$(BIN)/pytest -q -m slow
 
+# Every service image through docker compose and BuildKit (deploy/images/build.sh): shared stages built once,
+# llama.cpp compiled once, each image's size printed. Settings (base image, build-time CA, torch wheels, tag):
+# deploy/README.md. Needs a Docker engine (deploy/images/engine.sh) and docker compose.
+.PHONY: images
+images:
+	nice -n 15 deploy/images/build.sh
+
 clean:
 	rm -rf $(VENV) .meshai .pytest_cache .ruff_cache protos/meshai/v1/*_pb2*.py protos/meshai/v1/*_pb2*.pyi

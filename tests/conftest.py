@@ -31,7 +31,10 @@ def s3_server(tmp_path_factory):
         [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={ports['s3']}",
          f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
          f"-admin.port={ports['admin']}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
-         "-s3.port.lance=0"],
+         "-s3.port.lance=0",
+         # A fixed volume count, not free disk / volume size: every bucket (a collection) takes volumes of its
+         # own, and a machine short of disk (image builds beside the tests) ran out of them mid-session.
+         "-volume.max=500", "-master.volumeSizeLimitMB=64"],
         env=os.environ | {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

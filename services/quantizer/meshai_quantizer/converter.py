@@ -68,7 +68,13 @@ def ensure_converter(cache_dir: Path) -> Path:
                 raise InvalidInput(f"{sdist} carries no vendor/llama.cpp/convert_hf_to_gguf.py")
             for m in members:
                 m.name = m.name[len(root):]
-            tar.extractall(tmp, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, members=members, filter="data")
+            else:  # Python before 3.11.4 (Debian bookworm's 3.11.2) has no extraction filters: refuse the same
+                for m in members:
+                    if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
+                        raise InvalidInput(f"{sdist}: unsafe archive member {m.name!r}")
+                tar.extractall(tmp, members=members)
         (tmp / "VERSION").write_text(version + "\n")
         try:
             os.rename(tmp, target)
