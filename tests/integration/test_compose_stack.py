@@ -201,10 +201,12 @@ def test_every_service_is_healthy_and_bound_to_loopback_only(stack):
     print(told)
     assert f"Gateway (Ollama API): {stack.http}" in told and "no model loaded" in told, told
     assert f'"ollama_url": "{stack.http}/api/generate"' in told and '"ollama_model": "mesh-ai"' in told, told
-    # Host networking: each service binds 127.0.0.1 itself; nothing listens on every interface on its ports.
+    # Host networking: each service binds 127.0.0.1 itself; every listener on the stack's ports is a loopback one.
     listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+    local = [line.split()[3] for line in listening.splitlines() if len(line.split()) > 3]
     for port in stack.ports.values():
-        assert f"0.0.0.0:{port} " not in listening and f"*:{port} " not in listening, port
+        ours = [addr for addr in local if addr.rpartition(":")[2] == str(port)]
+        assert all(addr.startswith("127.") for addr in ours), (port, ours)
 
 
 def test_images_carry_no_build_tooling_or_build_time_ca(stack):
