@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from meshai_common.config import S3Settings
+from meshai_common.ollama_client import BOT_OPTIONS
 from meshai_common.prompts import meshmaster_prompt
 from meshai_common.radio import fits_budget
 from meshai_common.registry import current, promote
@@ -291,8 +292,7 @@ def test_pipeline_survives_a_worker_restart_and_the_gateway_answers_as_mesh_mast
         time.sleep(2)
     else:
         pytest.fail(f"the gateway never loaded the promoted model: {ready.text}\n{stack.logs('gateway')}")
-    options = {"num_ctx": 1024, "num_predict": 80, "temperature": 0.7, "top_p": 0.9, "top_k": 40,
-               "repeat_penalty": 1.1, "num_thread": 2}
+    options = {**BOT_OPTIONS, "num_thread": 2}
     prompt = meshmaster_prompt("how do I see all the nodes?", ["KB7: anyone on?"])
     t0 = time.monotonic()
     r = httpx.post(f"{stack.http}/api/generate", json={"model": "mesh-ai", "prompt": prompt, "stream": False,
