@@ -11,6 +11,7 @@ MESHAI_BUILD_CA and MESHAI_TORCH_WHEELS are passed on to the build (deploy/READM
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -189,6 +190,16 @@ def _job(store: ArtifactStore, stage: str) -> dict:
         return {}
 
 
+def _is_loopback(host: str) -> bool:
+    """`ss` prints 127.0.0.1, [::1] or, for a dual-stack socket bound to 127.0.0.1, [::ffff:127.0.0.1]."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        return False  # '*' or a name: not a loopback-only bind
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
 def test_every_service_is_healthy_and_bound_to_loopback_only(stack):
     assert stack.run("ps", "-a", "-q", "bucket-init").stdout.strip(), "bucket-init never ran"
     assert stack.state("bucket-init")["ExitCode"] == 0
@@ -206,8 +217,8 @@ def test_every_service_is_healthy_and_bound_to_loopback_only(stack):
     listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
     local = [line.split()[3] for line in listening.splitlines() if len(line.split()) > 3]
     for port in stack.ports.values():
-        ours = [addr for addr in local if addr.rpartition(":")[2] == str(port)]
-        assert all(addr.startswith("127.") for addr in ours), (port, ours)
+        ours = [addr.rpartition(":")[0] for addr in local if addr.rpartition(":")[2] == str(port)]
+        assert all(_is_loopback(addr) for addr in ours), (port, ours)
 
 
 def test_images_carry_no_build_tooling_or_build_time_ca(stack):
