@@ -312,9 +312,11 @@ def _explain_examples(sink: _Sink) -> None:
 
 
 def fake_answer(fake: str, alternative: str) -> str:
+    """The word first, as the Context line names it ("not a command: setname"): a reply that opens by copying
+    it keeps it under sampling, where "There is no ..." lost its first sentence to "Send /help ..."."""
     if fake == "hint":
-        return "There is no hint command. For help on one topic send /help <topic>."
-    return f"There is no {fake} command. {alternative}Send /help for the real commands."
+        return "hint is not a command. For help on one topic send /help <topic>."
+    return f"{fake} is not a command. {alternative}Send /help for the real commands."
 
 
 def _fake_examples(sink: _Sink) -> None:

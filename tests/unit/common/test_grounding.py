@@ -213,3 +213,22 @@ def test_retrieval_is_deterministic():
     first = [retrieve(q, 6) for q in questions]
     assert [retrieve(q, 6) for q in questions] == first
     assert ground_prompt("whos on") == ground_prompt("whos on")
+
+
+@pytest.mark.parametrize(("question", "history", "name"), [
+    ("let OTTR know the gate is locked", [], "OTTR"),
+    ("can u get word to KJ5 the road washed out", [], "KJ5"),
+    ("how do i get a msg to walt", ["walt: 73 all"], "walt"),  # a history speaker, as the history writes it
+    ("how do i relay a msg, my SNR is bad", [], ""),  # a word the index knows is no node
+    ("can u relay for me", ["BRIX: anyone up?"], ""),
+    ("relay this to NODES", [], ""),  # a command name
+])
+def test_a_relay_line_names_the_node_the_question_names(question, history, name):
+    from meshai_common.grounding import _index, relay_name
+
+    assert relay_name(_index(), question, history) == name
+    if name:
+        grounded = ground_prompt(meshmaster_prompt(question, history), version="catalog-v5")
+        assert f"DM me '{name} <message>'" in grounded
+        assert f"DM me '{name} <message>'" not in ground_prompt(meshmaster_prompt(question, history),
+                                                              version="catalog-v4")

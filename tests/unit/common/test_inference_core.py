@@ -153,11 +153,19 @@ def test_local_model_options_are_read_as_the_gateway_reads_them() -> None:
 
 
 def test_a_model_is_grounded_as_its_version_grounds_and_an_unknown_version_is_refused() -> None:
-    from meshai_common.grounding import GROUNDING_VERSION, LINES_PER_VERSION, ground_prompt
+    from meshai_common.grounding import GROUNDING_VERSION, VERSIONS, ground_prompt
 
-    prompt = "Question: how do i see who is around\nAnswer:"
-    for version, lines in LINES_PER_VERSION.items():
-        assert resolve_grounder(version)(prompt) == ground_prompt(prompt, k=lines)
-    assert resolve_grounder(GROUNDING_VERSION)(prompt) == ground_prompt(prompt)
+    asks = ("Question: how do i see who is around\nAnswer:", "Question: does /teleport work\nAnswer:",
+            "Question: let OTTR know the gate is locked\nAnswer:")
+    for prompt in asks:
+        for version in VERSIONS:
+            assert resolve_grounder(version)(prompt) == ground_prompt(prompt, version=version)
+        assert resolve_grounder(GROUNDING_VERSION)(prompt) == ground_prompt(prompt)
+    # catalog-v4 names an unknown word as the reply must write it; older versions keep its slash
+    assert "not a command: teleport;" in resolve_grounder("catalog-v4")(asks[1])
+    assert "not a command: /teleport;" in resolve_grounder("catalog-v3")(asks[1])
+    # catalog-v5 puts the node a relay question names into the DM form
+    assert "DM me 'OTTR <message>'" in resolve_grounder("catalog-v5")(asks[2])
+    assert "DM me '<shortname> <message>'" in resolve_grounder("catalog-v4")(asks[2])
     with pytest.raises(Unavailable, match=r"grounding=catalog-v0: unknown grounding version 'catalog-v0'; known: "):
         resolve_grounder("catalog-v0")

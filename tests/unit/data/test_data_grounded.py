@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from meshai_common.grounding import GROUNDING_VERSION, ground_prompt
+from meshai_common.grounding import GROUNDING_VERSION, context_lines, ground_prompt
 from meshai_common.prompts import parse_meshmaster_prompt
 from meshai_data.grounded import gold_key, ground, retrieved
 from meshai_data.prepare import prepare
@@ -35,7 +35,7 @@ def test_turns_carry_the_retrieved_lines_and_keep_the_question(grounded):
         if old:  # a Mesh-Master prompt keeps its bot text and history, lines added after the history
             assert parsed.system == old.system and parsed.context[: len(kept)] == kept
         added = parsed.context[len(kept):]
-        assert bool(added) == after.grounded and set(added) <= {h.line for h in retrieved(before.user_turn)}
+        assert bool(added) == after.grounded and set(added) <= set(context_lines(retrieved(before.user_turn)))
         if after.answer == before.answer and after.user_turn == ground_prompt(before.user_turn):
             plain += 1  # most turns are byte for byte what the gateway builds
     assert plain == len(out)  # every turn is byte for byte what the gateway builds

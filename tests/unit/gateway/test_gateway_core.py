@@ -341,4 +341,4 @@ def test_grounding_follows_the_modelfile_unless_turned_off(monkeypatch: pytest.M
     grounding = pytest.importorskip("meshai_common.grounding")
     grounder = Scripted(["ok"])(trained, GatewaySettings()).core.grounder
     prompt = "Question: how do i see who is around\nAnswer:"
-    assert grounder(prompt) == grounding.ground_prompt(prompt, k=grounding.LINES_PER_VERSION["catalog-v1"])
+    assert grounder(prompt) == grounding.ground_prompt(prompt, version="catalog-v1")

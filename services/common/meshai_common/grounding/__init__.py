@@ -15,7 +15,7 @@ Context lines (short, so the model can copy a command and its arguments):
     cmd /m <mailbox> <message>: send mail; a new mailbox asks Y/N, then an optional PIN
     relay: no command; DM me '<shortname> <message>'; their next plain DM comes back to you
     fact: SNR is signal-to-noise ratio in dB. Higher is better; ...
-    not a command: /nuke; /help lists the commands
+    not a command: nuke; /help lists the commands     (catalog-v1..v3: "/nuke")
 The block added for one question stays within `CONTEXT_BUDGET_TOKENS` as `estimate_tokens` counts it (an
 estimate that errs high for the embedded SmolLM2 tokenizer): lines past the budget are left out.
 
@@ -33,20 +33,40 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 
 from meshai_common.grounding.index import Doc, Index, build_docs, frame_terms
-from meshai_common.grounding.text import named_words
+from meshai_common.grounding.text import named_words, shortnames, stem
 from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_words
 from meshai_common.meshmaster.catalog import Command, FactItem, Topic
 from meshai_common.prompts import meshmaster_prompt, parse_meshmaster_prompt, question_of
 
-GROUNDING_VERSION = "catalog-v3"  # what new training data is grounded with
-# Context lines each grounding version puts in front of the model: a model is served as it was trained.
-# v2 kept the best two: a model trained to trust the first line gains little from a third and fourth, and
+GROUNDING_VERSION = "catalog-v5"  # what new training data is grounded with
+
+
+@dataclass(frozen=True)
+class Version:
+    """How one grounding version builds the Context block: a model is served exactly as it was trained."""
+
+    lines: int  # Context lines put in front of the model
+    bare_unknown: bool = False  # "not a command: setname" (as the reply must write it) instead of "/setname"
+    named_relay: bool = False  # the relay line names the node the question names: "DM me 'PETE <message>'"
+
+
+# v2 kept the best two lines: a model trained to trust the first line gains little from a third and fourth, and
 # they cost prompt time (field suite, cpu-smollm2, 74 steps, greedy + 2 sampled passes: four lines 71.0 %
 # right commands, 29.0 fake commands called out, 53.7 overall; two lines 72.5, 60.2, 64.0). v3 keeps one: the
 # model copied the first line (right in 247 of 264 replies where it held the right command) and seldom
 # used the second (3 of 27), and one line is half the prompt (72.8 % right commands, 57.0, 64.5 overall).
-LINES_PER_VERSION = {"catalog-v1": 4, "catalog-v2": 2, "catalog-v3": 1}
-DEFAULT_LINES = LINES_PER_VERSION[GROUNDING_VERSION]
+# v4 names an unknown word without its slash: the reply may not write "/setname" (the command grammar forbids
+# it), and from "/setname" the model wrote "set name" or "frequency" for "/freq" instead of copying the word.
+# v5 also puts the node a relay question names into the relay line, so the model copies the DM form whole.
+VERSIONS = {
+    "catalog-v1": Version(4),
+    "catalog-v2": Version(2),
+    "catalog-v3": Version(1),
+    "catalog-v4": Version(1, bare_unknown=True),
+    "catalog-v5": Version(1, bare_unknown=True, named_relay=True),
+}
+LINES_PER_VERSION = {name: v.lines for name, v in VERSIONS.items()}
+DEFAULT_LINES = VERSIONS[GROUNDING_VERSION].lines
 CONTEXT_BUDGET_TOKENS = 90
 _PIECE = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
 
@@ -55,13 +75,16 @@ __all__ = [
     "DEFAULT_LINES",
     "GROUNDING_VERSION",
     "LINES_PER_VERSION",
+    "VERSIONS",
     "Hit",
+    "Version",
     "build_index",
     "context_lines",
     "estimate_tokens",
     "ground_prompt",
     "grounder_for",
     "retrieve",
+    "relay_name",
     "retrieve_from",
     "with_context",
 ]
@@ -71,8 +94,9 @@ __all__ = [
 class Hit:
     kind: str  # "command" | "relay" | "fact" | "unknown" (a slash word that is no command)
     key: str  # canonical command name ("/nodes"), "relay", a facts topic id or plain word, or the unknown word
-    line: str  # the Context line shown to the model
+    line: str  # the Context line shown to the model (as grounding catalog-v1..v3 wrote it)
     score: float
+    name: str = ""  # a relay hit: the node the question names, as written ("PETE"), when it names one
 
 
 # -- lines ----------------------------------------------------------------------------------------------
@@ -83,8 +107,10 @@ def _command_line(cmd: Command) -> str:
     return f"cmd {cmd.usage}: {cmd.description}{where}"
 
 
-def _relay_line() -> str:
+def _relay_line(name: str = "") -> str:
     usage = load_catalog().relay_usage
+    if name:
+        usage = usage.replace("<shortname>", name)
     return f"relay: no command; DM me '{usage}'; their next plain DM comes back to you"
 
 
@@ -92,8 +118,8 @@ def _fact_line(topic: Topic, item: FactItem) -> str:
     return f"fact: {item.answer}"
 
 
-def _unknown_line(word: str) -> str:
-    return f"not a command: {word}; /help lists the commands"
+def _unknown_line(word: str, bare: bool = False) -> str:
+    return f"not a command: {word.lstrip('/') if bare else word}; /help lists the commands"
 
 
 def estimate_tokens(text: str) -> int:
@@ -169,8 +195,29 @@ def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str
     for entry, score in index.search(question, recent):
         if len(hits) >= k:
             break
-        add(Hit(entry.kind, entry.key, entry.line, round(score, 6)))
+        name = relay_name(index, question, history) if entry.kind == "relay" else ""
+        add(Hit(entry.kind, entry.key, entry.line, round(score, 6), name))
     return hits
+
+
+def relay_name(index: Index, question: str, history: Sequence[str] = ()) -> str:
+    """The node a relay question names, as the DM must write it, or "": a history speaker the question names
+    ("tell walt ..." after "walt: 73 all"), else a word written like a short name ("let OTTR know ...") that
+    is neither a word the index knows (SNR, HELP) nor a command name."""
+    speakers: dict[str, str] = {}
+    for line in history:
+        short, sep, _ = line.partition(": ")
+        short = short.strip()
+        if sep and short and " " not in short and not _is_grounding_line(line):
+            speakers[short.lower()] = short
+    for word in re.findall(r"[\w-]+", question):
+        if word.lower() in speakers:
+            return speakers[word.lower()]
+    catalog = load_catalog()
+    for word in shortnames(question):
+        if stem(word.lower()) not in index.vocab and catalog.get("/" + word.lower()) is None:
+            return word
+    return ""
 
 
 _GROUNDING_PREFIXES = ("cmd /", "relay: ", "fact: ", "not a command: ")
@@ -186,15 +233,22 @@ def _history_text(line: str) -> str:
     return text if sep and " " not in short.strip() else line
 
 
-def context_lines(hits: Sequence[Hit]) -> list[str]:
-    """The hits' lines, in order, as many as fit CONTEXT_BUDGET_TOKENS (one line per key)."""
+def context_lines(hits: Sequence[Hit], version: str = GROUNDING_VERSION) -> list[str]:
+    """The hits' lines as grounding `version` writes them, in order, as many as fit CONTEXT_BUDGET_TOKENS
+    (one line per key)."""
+    v = VERSIONS[version]
     out: list[str] = []
     used = 0
     for hit in hits:
-        cost = estimate_tokens(hit.line + "\n")
-        if hit.line in out or used + cost > CONTEXT_BUDGET_TOKENS:
+        line = hit.line
+        if hit.kind == "unknown":
+            line = _unknown_line(hit.key, v.bare_unknown)
+        elif hit.kind == "relay" and v.named_relay and hit.name:
+            line = _relay_line(hit.name)
+        cost = estimate_tokens(line + "\n")
+        if line in out or used + cost > CONTEXT_BUDGET_TOKENS:
             continue
-        out.append(hit.line)
+        out.append(line)
         used += cost
     return out
 
@@ -230,15 +284,15 @@ def retrieve_for(user_text: str, k: int = 4) -> list[Hit]:
     return retrieve(parsed.question, k, parsed.context)
 
 
-def ground_prompt(user_text: str, k: int = DEFAULT_LINES) -> str:
-    """user_text with the catalog lines that fit its question (and recent history) added to its Context."""
-    return with_context(user_text, context_lines(retrieve_for(user_text, k)))
+def ground_prompt(user_text: str, version: str = GROUNDING_VERSION) -> str:
+    """user_text with the catalog lines that fit its question (and recent history) added to its Context, as
+    grounding `version` builds them."""
+    return with_context(user_text, context_lines(retrieve_for(user_text, VERSIONS[version].lines), version))
 
 
 def grounder_for(version: str) -> Callable[[str], str]:
     """`ground_prompt` as grounding `version` (a model's `# meshai: grounding=...`) builds it; a version this
     code does not know raises ValueError naming the ones it does."""
-    k = LINES_PER_VERSION.get(version.strip())
-    if k is None:
-        raise ValueError(f"unknown grounding version {version!r}; known: {', '.join(sorted(LINES_PER_VERSION))}")
-    return partial(ground_prompt, k=k)
+    if version.strip() not in VERSIONS:
+        raise ValueError(f"unknown grounding version {version!r}; known: {', '.join(sorted(VERSIONS))}")
+    return partial(ground_prompt, version=version.strip())
