@@ -65,7 +65,6 @@ VERSIONS = {
     "catalog-v4": Version(1, bare_unknown=True),
     "catalog-v5": Version(1, bare_unknown=True, named_relay=True),
 }
-LINES_PER_VERSION = {name: v.lines for name, v in VERSIONS.items()}
 DEFAULT_LINES = VERSIONS[GROUNDING_VERSION].lines
 CONTEXT_BUDGET_TOKENS = 90
 _PIECE = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
@@ -74,7 +73,6 @@ __all__ = [
     "CONTEXT_BUDGET_TOKENS",
     "DEFAULT_LINES",
     "GROUNDING_VERSION",
-    "LINES_PER_VERSION",
     "VERSIONS",
     "Hit",
     "Version",
@@ -204,12 +202,8 @@ def relay_name(index: Index, question: str, history: Sequence[str] = ()) -> str:
     """The node a relay question names, as the DM must write it, or "": a history speaker the question names
     ("tell walt ..." after "walt: 73 all"), else a word written like a short name ("let OTTR know ...") that
     is neither a word the index knows (SNR, HELP) nor a command name."""
-    speakers: dict[str, str] = {}
-    for line in history:
-        short, sep, _ = line.partition(": ")
-        short = short.strip()
-        if sep and short and " " not in short and not _is_grounding_line(line):
-            speakers[short.lower()] = short
+    speakers = {short.lower(): short for line in history
+                if not _is_grounding_line(line) and (short := _split_history(line)[0])}
     for word in re.findall(r"[\w-]+", question):
         if word.lower() in speakers:
             return speakers[word.lower()]
@@ -228,9 +222,15 @@ def _is_grounding_line(line: str) -> bool:
     return line.startswith(_GROUNDING_PREFIXES) or "(plain word, no slash)" in line
 
 
-def _history_text(line: str) -> str:
+def _split_history(line: str) -> tuple[str, str]:
+    """("<shortname>", "<text>") of a "<shortname>: <text>" history line; ("", line) for any other line."""
     short, sep, text = line.partition(": ")
-    return text if sep and " " not in short.strip() else line
+    short = short.strip()
+    return (short, text) if sep and " " not in short else ("", line)
+
+
+def _history_text(line: str) -> str:
+    return _split_history(line)[1]
 
 
 def context_lines(hits: Sequence[Hit], version: str = GROUNDING_VERSION) -> list[str]:
@@ -293,6 +293,7 @@ def ground_prompt(user_text: str, version: str = GROUNDING_VERSION) -> str:
 def grounder_for(version: str) -> Callable[[str], str]:
     """`ground_prompt` as grounding `version` (a model's `# meshai: grounding=...`) builds it; a version this
     code does not know raises ValueError naming the ones it does."""
-    if version.strip() not in VERSIONS:
+    name = version.strip()
+    if name not in VERSIONS:
         raise ValueError(f"unknown grounding version {version!r}; known: {', '.join(sorted(VERSIONS))}")
-    return partial(ground_prompt, version=version.strip())
+    return partial(ground_prompt, version=name)
