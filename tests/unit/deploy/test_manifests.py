@@ -46,9 +46,38 @@ def dockerfile(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def final_stage(instrs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    last_from = max(i for i, (ins, _) in enumerate(instrs) if ins == "FROM")
-    return instrs[last_from:]
+IMAGES = ROOT / "deploy/images/Dockerfile"
+
+
+def stages(instrs: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """Each named stage's instructions (its FROM first), in file order."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for ins, args in instrs:
+        if ins == "FROM":
+            m = re.search(r"\s+AS\s+(\S+)$", args, re.IGNORECASE)
+            assert m, f"an unnamed stage: FROM {args}"
+            current = out.setdefault(m.group(1), [])
+        if current is not None:
+            current.append((ins, args))
+    return out
+
+
+def target(name: str) -> list[tuple[str, str]]:
+    """What image `name` is built from: the target stage's instructions after those of the stages it builds on
+    (FROM another stage of the file), base first."""
+    by_name = stages(dockerfile(IMAGES))
+    chain: list[list[tuple[str, str]]] = []
+    while name in by_name:
+        chain.insert(0, by_name[name])
+        name = by_name[name][0][1].split()[0]
+    return [x for stage in chain for x in stage]
+
+
+def build_stage(svc: str) -> list[tuple[str, str]]:
+    """The stage that makes `svc`'s /opt/venv: the one its target copies /opt/venv from."""
+    src = next(a for ins, a in stages(dockerfile(IMAGES))[svc] if ins == "COPY" and a.endswith("/opt/venv /opt/venv"))
+    return stages(dockerfile(IMAGES))[src.split()[0].removeprefix("--from=")]
 
 
 def dockerfile_env(instrs: list[tuple[str, str]]) -> dict[str, str]:
@@ -117,10 +146,17 @@ def test_every_yaml_file_under_deploy_parses():
 # -- Dockerfiles -----------------------------------------------------------------------------------------------
 
 
+def test_one_dockerfile_builds_every_image_as_a_target():
+    names = stages(dockerfile(IMAGES))
+    assert set(SERVICES) <= set(names), f"targets: {sorted(names)}"
+    assert not list(ROOT.glob("services/*/Dockerfile")), "one Dockerfile (deploy/images/Dockerfile) builds them all"
+    first_from = next(i for i, (ins, _) in enumerate(dockerfile(IMAGES)) if ins == "FROM")
+    assert ("ARG", "BASE_IMAGE=python:3.11-slim") in dockerfile(IMAGES)[:first_from]
+
+
 @pytest.mark.parametrize("svc", SERVICES)
 def test_dockerfile_runs_the_service_module_as_non_root(svc):
-    instrs = dockerfile(ROOT / "services" / svc / "Dockerfile")
-    final = final_stage(instrs)
+    final = target(svc)
     users = [args for ins, args in final if ins == "USER"]
     assert users, "the runtime stage sets no USER"
     assert users[-1].split(":")[0] == "10001", f"runs as {users[-1]}"
@@ -132,29 +168,31 @@ def test_dockerfile_runs_the_service_module_as_non_root(svc):
 
 @pytest.mark.parametrize("svc", SERVICES)
 def test_dockerfile_builds_in_stages_and_ships_no_toolchain(svc):
-    instrs = dockerfile(ROOT / "services" / svc / "Dockerfile")
-    runs = [args for ins, args in instrs if ins == "RUN"]
-    assert sum(ins == "FROM" for ins, _ in instrs) >= 2, "single stage: the toolchain would ship"
-    final_runs = " ".join(args for ins, args in final_stage(instrs) if ins == "RUN")
-    for tool in ("build-essential", "cmake", "grpcio-tools"):
-        assert tool not in final_runs, f"{tool} installed in the runtime stage"
-    assert not any(ins == "ADD" for ins, _ in instrs), "use COPY (ADD fetches URLs and unpacks archives)"
-    # This service's extra, protos generated before the project is installed.
-    assert any(f'" {svc}' in r and "optional-dependencies" in r for r in runs), f"does not install .[{svc}]"
-    gen = next(i for i, r in enumerate(runs) if "protos/generate.py" in r)
-    assert "pip install --no-deps ." in runs[gen][runs[gen].index("protos/generate.py"):]
-    # Copied sources exist and are not excluded by .dockerignore.
+    final = target(svc)
+    assert final[0] == ("FROM", "${BASE_IMAGE} AS base"), "the runtime starts from the base image, not a build stage"
+    final_runs = " ".join(args for ins, args in final if ins == "RUN")
+    for tool in ("build-essential", "cmake", "grpcio-tools", "venv.py"):
+        assert tool not in final_runs, f"{tool} in the runtime stage"
+    assert not any(ins == "ADD" for ins, _ in dockerfile(IMAGES)), "use COPY (ADD fetches URLs and unpacks archives)"
+    # This service's extra, then the project (protos generated first) from the read-only source tree.
+    runs = [args for ins, args in build_stage(svc) if ins == "RUN"]
+    assert any(re.search(rf"meshai-venv\.py deps {svc}\b", r) for r in runs), f"does not install .[{svc}]"
+    assert any("meshai-venv.py project" in r and "from=src" in r for r in runs)
+    venv = (ROOT / "deploy/images/venv.py").read_text()
+    assert venv.index('"protos/generate.py"') < venv.index('"install", "--no-deps", "."')
+    # Copied sources exist and are not excluded by .dockerignore (a "!" line lets one back in).
     ignore = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
-    for ins, args in instrs:
+    for ins, args in dockerfile(IMAGES):
         if ins == "COPY" and "--from=" not in args:
             for src in args.split()[:-1]:
+                top = src.split("/")[0]
                 assert (ROOT / src).exists() and src not in ignore, f"COPY {src}"
+                assert top not in ignore or f"!{src}" in ignore, f"COPY {src}: .dockerignore leaves it out"
 
 
 @pytest.mark.parametrize("svc", SERVICES)
 def test_dockerfile_listens_where_deployments_expect(svc):
-    instrs = dockerfile(ROOT / "services" / svc / "Dockerfile")
-    final = final_stage(instrs)
+    final = target(svc)
     env = dockerfile_env(final)
     assert listens_on_every_interface(env["MESHAI_LISTEN"], GRPC_PORTS[svc])
     assert env["HOME"] == "/tmp" and env["MESHAI_WORKDIR"].startswith("/tmp/"), "writes outside /tmp by default"
@@ -167,33 +205,30 @@ def test_dockerfile_listens_where_deployments_expect(svc):
     else:
         assert "meshai_common.healthcheck" in health
     assert (ROOT / "services/common/meshai_common/healthcheck.py").is_file()
-    assert env_problems(list(env), f"services/{svc}/Dockerfile") == []
+    assert env_problems(list(env), f"deploy/images/Dockerfile {svc}") == []
 
 
 def test_trainer_takes_a_cuda_base_and_a_torch_index():
-    instrs = dockerfile(ROOT / "services/trainer/Dockerfile")
-    first_from = next(i for i, (ins, _) in enumerate(instrs) if ins == "FROM")
-    assert ("ARG", "BASE_IMAGE=python:3.11-slim") in instrs[:first_from]
-    assert all(args.startswith("${BASE_IMAGE}") for ins, args in instrs if ins == "FROM")
-    args = dict(a.split("=", 1) for ins, a in instrs if ins == "ARG" and "=" in a)
+    instrs = dockerfile(IMAGES)
+    assert all(args.split()[0] in {"${BASE_IMAGE}", "scratch", *stages(instrs)} for ins, args in instrs if ins == "FROM")
+    build = build_stage("trainer")
+    args = dict(a.split("=", 1) for ins, a in build if ins == "ARG" and "=" in a)
     assert args["TORCH_INDEX_URL"].endswith("/whl/cpu")
-    assert any('--index-url "${TORCH_INDEX_URL}"' in a for ins, a in instrs if ins == "RUN")
+    assert any('--torch-index "${TORCH_INDEX_URL}"' in a for ins, a in build if ins == "RUN")
 
 
 def test_quantizer_image_carries_the_converter():
-    instrs = dockerfile(ROOT / "services/quantizer/Dockerfile")
-    runs = " ".join(a for ins, a in instrs if ins == "RUN")
+    runs = " ".join(a for ins, a in build_stage("quantizer") if ins == "RUN")
     assert "meshai_quantizer.converter --cache-dir /opt/meshai/llama.cpp" in runs
-    final = final_stage(instrs)
-    assert ("COPY", "--from=build /opt/meshai/llama.cpp /opt/meshai/llama.cpp") in final
+    final = target("quantizer")
+    assert ("COPY", "--from=quantizer-build /opt/meshai/llama.cpp /opt/meshai/llama.cpp") in final
     assert dockerfile_env(final)["MESHAI_CONVERTER_DIR"] == "/opt/meshai/llama.cpp"
 
 
-@pytest.mark.parametrize("svc", ["quantizer", "evaluator", "gateway"])
-def test_llama_cpp_images_ship_the_openmp_runtime(svc):
-    # llama.cpp's CPU backend links libgomp.so.1, which python:3.11-slim lacks.
-    final = final_stage(dockerfile(ROOT / "services" / svc / "Dockerfile"))
-    assert any(ins == "RUN" and "libgomp1" in a for ins, a in final)
+@pytest.mark.parametrize("svc", ["quantizer", "evaluator", "gateway", "trainer"])
+def test_llama_cpp_and_torch_images_ship_the_openmp_runtime(svc):
+    # llama.cpp's CPU backend and torch's CPU kernels link libgomp.so.1, which python:3.11-slim lacks.
+    assert any(ins == "RUN" and "libgomp1" in a for ins, a in target(svc))
 
 
 def test_dockerignore_keeps_the_context_small_and_secret_free():
@@ -233,7 +268,7 @@ def test_compose_grpc_services_listen_on_their_port_and_are_healthchecked(svc):
     assert spec["depends_on"]["bucket-init"]["condition"] == "service_completed_successfully"
     build = spec["build"]
     assert (COMPOSE_DIR / build["context"]).resolve() == ROOT
-    assert (ROOT / build["dockerfile"]).is_file() and build["dockerfile"] == f"services/{svc}/Dockerfile"
+    assert build["dockerfile"] == "deploy/images/Dockerfile" and build["target"] == svc
 
 
 def test_compose_env_names_are_documented():
@@ -317,5 +352,5 @@ def test_compose_mlflow_is_an_optional_profile_on_loopback_that_the_trainer_can_
     assert mlflow["profiles"] == ["mlflow"], "tracking is opt-in"
     assert all(p.startswith("127.0.0.1:") for p in mlflow["ports"])
     assert services["trainer"]["environment"]["MESHAI_MLFLOW_TRACKING_URI"] in ("", None)  # off unless .env sets it
-    dockerfile = (ROOT / "services/trainer/Dockerfile").read_text()
-    assert re.search(r'" trainer mlflow \\', dockerfile), "the trainer image must carry the mlflow client"
+    runs = " ".join(a for ins, a in build_stage("trainer") if ins == "RUN")
+    assert "deps trainer mlflow" in runs, "the trainer image must carry the mlflow client"
