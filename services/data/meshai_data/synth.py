@@ -241,7 +241,7 @@ def generate(seed: int = 42, *, mailbox_names: Iterable[str] = (), locked_boxes:
     _referring_examples(sink, pools)
     _locked_examples(sink, sorted(set(locked_boxes) & mail_boxes))
     _explain_examples(sink)
-    _fake_examples(sink)
+    _fake_examples(sink, pools)
     _fact_examples(sink)
     for idx, qa in enumerate(phrasing.general):
         for j, ask in enumerate(qa.asks):
@@ -319,7 +319,7 @@ def fake_answer(fake: str, alternative: str) -> str:
     return f"{fake} is not a command. {alternative}Send /help for the real commands."
 
 
-def _fake_examples(sink: _Sink) -> None:
+def _fake_examples(sink: _Sink, pools: Mapping[str, tuple[str, ...]]) -> None:
     phrasing = load_phrasing()
     for fc in phrasing.fake_commands:
         answer = fake_answer(fc.fake, fc.alternative)
@@ -329,8 +329,9 @@ def _fake_examples(sink: _Sink) -> None:
         share = 5 if fc.from_word_list else 2
         chosen = sorted(asks, key=lambda a: _h(sink.seed, "fake", fc.fake, a[0]))[: max(1, len(asks) // share)]
         for idx, ask in sorted(chosen):
-            sink.add("fake_command", f"fake_command:{idx}", ask.replace("{fake}", fc.fake), answer, {},
-                     protect={fc.fake})
+            # An ask with arguments ("/{fake} {name}") takes one fill: the lesson is the word, not the values.
+            sink.add("fake_command", f"fake_command:{idx}", ask.replace("{fake}", fc.fake), answer, pools,
+                     protect={fc.fake}, fills=1)
 
 
 def _fact_examples(sink: _Sink) -> None:

@@ -390,12 +390,18 @@ def load_phrasing(path: str | Path | None = None, intents_path: str | Path | Non
     for i, line in enumerate(history):
         if ": " not in line or slots_of(line):
             raise r.fail(f"history[{i}]", f"expected '<shortname>: <text>' without slots: {line!r}")
+    slots = _slot_pools(r)
+    fake_asks = _templates(r, "fake_asks", "{fake}")
+    for i, ask in enumerate(fake_asks):
+        unknown = sorted(set(slots_of(ask)) - {"fake", *slots})
+        if unknown:
+            raise r.fail(f"fake_asks[{i}]", f"unknown slot(s) {', '.join(unknown)} (slots: {', '.join(slots)})")
     return Phrasing(
         version=r.doc["version"],
         frames=_templates(r, "frames", "{a}"),
-        slots=_slot_pools(r),
+        slots=slots,
         fake_commands=_fakes(r),
-        fake_asks=_templates(r, "fake_asks", "{fake}"),
+        fake_asks=fake_asks,
         explain_asks=_templates(r, "explain_asks", "{cmd}"),
         general=_general(r),
         bot_systems=r.texts(r.section("bot_systems", list), "bot_systems", empty_ok=True),
