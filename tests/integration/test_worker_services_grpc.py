@@ -101,10 +101,10 @@ def test_evaluator_serves_its_suite_questions(worker):
     assert public.questions[:3] == ["How do I see all the nodes on the mesh?", "How do I relay a message to bob?",
                                     "How do I check my mail?"]
     every = stub.GetSuiteQuestions(evaluator_pb2.SuiteQuestionsRequest(), timeout=30)
-    assert [s.name for s in every.suites] == ["field", "public"]
-    assert len(every.suites[0].questions) == 184  # the field suite's question: lines
+    assert [s.name for s in every.suites] == ["field", "fresh", "public"]
+    assert [len(s.questions) for s in every.suites] == [184, 90, 19]  # each suite's question: lines
     code, details = _code(stub.GetSuiteQuestions, evaluator_pb2.SuiteQuestionsRequest(suites=["../etc/passwd"]))
-    assert code == grpc.StatusCode.NOT_FOUND and "shipped: field, public" in details
+    assert code == grpc.StatusCode.NOT_FOUND and "shipped: field, fresh, public" in details
 
     from meshai_orchestrator.pipeline import Addresses, Pipeline
 

@@ -15,6 +15,11 @@ Two question sets:
   against the full index, and with the test examples' own template groups held out of the index (the
   figure that says how the index generalizes to phrasings it has never seen).
 
+- the question bank itself, in BANK_FOLDS folds by template group: each fold's phrasings (slots filled with
+  the bank's own values, seeded) asked of an index built without that fold's groups. Hundreds of phrasings the
+  index has never seen, against the test split's few dozen: the figure to tune retrieval on, with the suite
+  as the check.
+
 A question counts as found at k when one of its labels is among the first k hits' keys, or is a command the
 answer line of a fact hit names (what the model sees in its Context). Prints recall@1/@2/@4 and mean / p99
 latency per query, and the Context block's size: lines kept under the token budget, and its tokens by the
@@ -25,7 +30,10 @@ recall is under the goal (97 %).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import random
+import re
 import statistics
 import subprocess
 import sys
@@ -141,6 +149,38 @@ def _intent_commands() -> dict[str, str]:
     return {i.id: i.command or "relay" for i in load_intents() if i.command or i.id == "relay"}
 
 
+BANK_FOLDS = 5
+
+
+def _fold(group: str) -> int:
+    return int(hashlib.sha256(group.encode()).hexdigest(), 16) % BANK_FOLDS
+
+
+def bank_fold_results(seed: int = 7) -> Result:
+    """recall over the bank's phrasings, each asked of an index without its own fold (see the module doc)."""
+    from meshai_common.grounding.index import _bank_phrasings
+    from meshai_common.meshmaster.intents import load_phrasing
+
+    pools = load_phrasing().slots
+    rng = random.Random(seed)
+    bank = [(target, phrase, group) for target, phrase, group in _bank_phrasings(load_catalog().plain_words)
+            if target]
+    parts = []
+    for fold in range(BANK_FOLDS):
+        items = [Item(re.sub(r"\{(\w+)\}", lambda m: rng.choice(pools.get(m.group(1)) or pools["name"]), phrase),
+                      frozenset({target}), "command", group)
+                 for target, phrase, group in bank if _fold(group) == fold]
+        # Catalog entries, glossary phrases and facts stay: they are not the bank's phrasings.
+        index = build_index(lambda d, f=fold: not d.group or d.group.startswith(("glossary:", "fact:"))
+                            or _fold(d.group) != f)
+        parts.append(score("", items, lambda q, h, index=index: retrieve_from(index, q, 4, h)))
+    n = sum(r.n for r in parts)
+    return Result(f"question bank ({BANK_FOLDS} folds held out)", n,
+                  {k: sum(r.recall[k] * r.n for r in parts) / max(n, 1) for k in KS},
+                  sum(r.mean_ms * r.n for r in parts) / max(n, 1), max(r.p99_ms for r in parts),
+                  [m for r in parts for m in r.misses])
+
+
 def prepare_split(out: Path, min_pairs: int) -> Path:
     """Run `meshai data prepare` on the shipped samples into out (its own CLI, so no service is imported)."""
     meshai = Path(sys.executable).parent / "meshai"
@@ -251,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     held = {i.group for i in split if i.group}
     heldout_index = build_index(lambda d: d.group not in held)
     results.append(score("test split (phrasing held out)", split, lambda q, h: retrieve_from(heldout_index, q, 4, h)))
+    results.append(bank_fold_results())
 
     budget_report([*items, *split])
     for r in results:

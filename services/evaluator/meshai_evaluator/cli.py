@@ -3,7 +3,7 @@
     meshai eval run --url http://127.0.0.1:11434 --model mesh-ai      any Ollama-compatible server, over HTTP
     meshai eval run --model FILE.gguf [--modelfile F] [--baseline FILE.gguf]   local files, through the gateway's core
 
---suite field (default) | public | test (with --test-split FILE: the data service's test.jsonl) | a YAML path.
+--suite field (default) | fresh | public | test (with --test-split FILE: the data service's test.jsonl) | a YAML path.
 Greedy plus --seeds sampled passes at the bot's sampling; prints mean and spread; --json writes every item with its
 reply and verdict, --report a self-contained HTML report. With --baseline the promotion gate is applied.
 """
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--model", required=True, help="a GGUF file, or with --url the model name to ask for")
     r.add_argument("--modelfile", type=Path, help="the local model's Modelfile (SYSTEM, parameters, grounding)")
     r.add_argument("--baseline", help="a GGUF file, or with --url another model name on the same server")
-    r.add_argument("--suite", default="field", help="field (default), public, test, or a suite YAML file")
+    r.add_argument("--suite", default="field", help="field (default), fresh, public, test, or a suite YAML file")
     r.add_argument("--test-split", type=Path, help="test.jsonl from `meshai data prepare` (for --suite test)")
     r.add_argument("--seeds", type=int, default=3, help="sampled passes besides the greedy one (default 3)")
     r.add_argument("--threshold", type=float, default=0.0, help="gate: absolute overall floor (0: none)")

@@ -218,12 +218,12 @@ def test_score_leaves_out_areas_without_items_and_reads_the_items_area():
 # -- suites ---------------------------------------------------------------------------------------------------
 
 def test_suites_load_and_list():
-    assert suite_names() == ["field", "public"]
-    assert len(suite_prompts("public")) == 19
+    assert suite_names() == ["field", "fresh", "public"]
+    assert len(suite_prompts("public")) == 19 and len(suite_prompts("fresh")) == 90
     assert suite_prompts() == suite_prompts("field")
     everything = all_suite_questions()
-    assert set(suite_prompts("public")) <= set(everything) and set(suite_prompts("field")) <= set(everything)
-    with pytest.raises(NotFound, match="shipped: field, public"):
+    assert all(set(suite_prompts(name)) <= set(everything) for name in ("field", "fresh", "public"))
+    with pytest.raises(NotFound, match="shipped: field, fresh, public"):
         load_suite("nope")
 
 

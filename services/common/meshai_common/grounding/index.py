@@ -37,7 +37,7 @@ from meshai_common.meshmaster.catalog import Command, FactItem, Topic
 
 BM25_K1 = 1.2
 BM25_B = 0.75
-STOPWORD_WEIGHT = 0.25  # function words still count a little: "what can you do" matches its bank twin
+STOPWORD_WEIGHT = 0.4  # function words still count a little: "what can you do" matches its bank twin
 CORRECTED_WEIGHT = 0.8  # a spelling fix is a guess: worth a little less than a word typed right
 # The fused score of a key: its best document's word BM25 (scaled by the best document's) and character
 # cosine, plus the key's pooled BM25 (scaled by the best key's).
@@ -53,8 +53,8 @@ SLOT = SLOT_PREFIX
 SLOT_WEIGHT = 0.5
 HISTORY_WEIGHT = 0.3  # a history word counts this much of the same word in the question
 RELATED_WEIGHT = 0.5  # an everyday word's catalog counterpart ("woken" -> alarm)
-SURFACE_WEIGHT = 0.3
-SHORTNAME_WEIGHT = 1.0  # a node's short name written as one ("OTTR", "K7AB"): the question names a node  # a word matched as written, on top of its stem: "nodes" leans to /nodes over /node
+SURFACE_WEIGHT = 0.6  # a word matched as written, on top of its stem: "nodes" leans to /nodes over /node
+SHORTNAME_WEIGHT = 1.0  # a node's short name written as one ("OTTR", "K7AB"): the question names a node
 
 
 @dataclass(frozen=True)
