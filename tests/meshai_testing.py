@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -84,3 +85,32 @@ def strict_schema(node: Any) -> Any:
     if isinstance(node, list):
         return [strict_schema(v) for v in node]
     return node
+
+
+def load_benchmark(path: Path, name: str | None = None) -> Any:
+    """A benchmark script (services/*/benchmarks/*.py: a folder, not a package) loaded as a module, its folder
+    on sys.path for its own imports."""
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    assert spec and spec.loader, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def right_suite_answer(area: str, item: dict, technical: dict[str, str]) -> str:
+    """A right, short answer to an evaluation suite's item, worded as a person would (technical items: the
+    caller's answer for the item's id)."""
+    from meshai_common.meshmaster import load_catalog
+
+    if area == "technical":
+        return technical[item["id"]]
+    if area == "hallucination":
+        return f"There is no /{item['fake']} command. Send /help for the real ones."
+    if item.get("relay") == "*":
+        return "No command: DM me '<shortname> <message>' and I pass it on."
+    if item.get("relay"):
+        return f"DM me '{item['relay']} see you soon'; their next DM comes back to you."
+    cmd = load_catalog().get(item["accept"][0])
+    return f"Send {item['accept'][0]} (no slash)." if cmd is None else f"Send {cmd.usage}."

@@ -4,13 +4,11 @@ a clean exit. Real S3 server, the gateway as its own process, the real SmolLM2 m
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-from meshai_testing import ROOT
+from meshai_testing import ROOT, load_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -18,13 +16,7 @@ BENCHMARKS = ROOT / "services" / "gateway" / "benchmarks"
 
 
 def load_test_module():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("gateway_load_test", BENCHMARKS / "load_test.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(BENCHMARKS / "load_test.py", "gateway_load_test")
 
 
 def test_load_rules_hold_on_a_short_run(s3_settings, store, tmp_path: Path) -> None:

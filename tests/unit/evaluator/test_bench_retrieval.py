@@ -3,26 +3,17 @@ phrasing asked once, of an index that lacks its fold, and a floor under what gro
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from meshai_common.grounding import retrieve
-from meshai_testing import ROOT
+from meshai_testing import ROOT, load_benchmark
 
 BENCHMARKS = ROOT / "services" / "evaluator" / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_retrieval", BENCHMARKS / "bench_retrieval.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(BENCHMARKS / "bench_retrieval.py")
 
 
 @pytest.fixture(scope="module")

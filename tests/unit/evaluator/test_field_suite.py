@@ -10,6 +10,7 @@ import pytest
 from meshai_common.meshmaster import load_catalog
 from meshai_evaluator.scoring import judge, score
 from meshai_evaluator.suite import load_suite, questions
+from meshai_testing import right_suite_answer
 
 FIELD = load_suite("field")
 PUBLIC = load_suite("public")
@@ -60,16 +61,7 @@ TECH = {
 
 
 def right_answer(area: str, item: dict) -> str:
-    if area == "technical":
-        return TECH[item["id"]]
-    if area == "hallucination":
-        return f"There is no /{item['fake']} command. Send /help for the real ones."
-    if item.get("relay") == "*":
-        return "No command: DM me '<shortname> <message>' and I pass it on."
-    if item.get("relay"):
-        return f"DM me '{item['relay']} see you soon'; their next DM comes back to you."
-    cmd = CATALOG.get(item["accept"][0])
-    return f"Send {item['accept'][0]} (no slash)." if cmd is None else f"Send {cmd.usage}."
+    return right_suite_answer(area, item, TECH)
 
 
 def overall_for(reply: str) -> dict:

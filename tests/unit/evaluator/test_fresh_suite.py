@@ -12,6 +12,7 @@ from meshai_common.meshmaster import load_catalog
 from meshai_common.meshmaster.intents import load_phrasing
 from meshai_evaluator.scoring import score
 from meshai_evaluator.suite import load_suite, questions
+from meshai_testing import right_suite_answer
 
 FRESH = load_suite("fresh")
 ITEMS = questions(FRESH)
@@ -36,14 +37,7 @@ TECH = {
 
 
 def right_answer(area: str, item: dict) -> str:
-    if area == "technical":
-        return TECH[item["id"]]
-    if area == "hallucination":
-        return f"{item['fake']} is not a command. Send /help for the real ones."
-    if item.get("relay"):
-        return f"DM me '{item['relay']} see you soon' and I pass it on."
-    cmd = CATALOG.get(item["accept"][0])
-    return f"Send {item['accept'][0]} (no slash)." if cmd is None else f"Send {cmd.usage}."
+    return right_suite_answer(area, item, TECH)
 
 
 def _norm(text: str) -> str:

@@ -3,28 +3,20 @@ the per-way figures and the grounded/plain goal (services/gateway/benchmarks/ben
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 from meshai_common.ollama_client import BOT_OPTIONS
-from meshai_testing import ROOT
+from meshai_testing import ROOT, load_benchmark
 
 BENCHMARKS = ROOT / "services" / "gateway" / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_grounding", BENCHMARKS / "bench_grounding.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(BENCHMARKS / "bench_grounding.py")
 
 
 def sample(bench, latency: float, ttft: float, prompt: int = 100, reply: int = 20):
