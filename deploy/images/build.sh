@@ -2,7 +2,8 @@
 # Builds the Mesh-AI images (`make images`) through docker compose and BuildKit, then prints each one's size.
 #   deploy/images/build.sh [SERVICE ...]          # default: data trainer quantizer evaluator gateway
 # One build session for all of them (deploy/images/Dockerfile, one target each): the stages they share (base,
-# build-base, tools, and llama, where llama.cpp is compiled) are built once. Settings come from the environment or deploy/compose/.env:
+# build-base, tools, and llama, where llama.cpp is compiled) are built once. Settings come from the environment
+# or deploy/compose/.env:
 #   MESHAI_BASE_IMAGE  base of every image (default python:3.11-slim; deploy/images/base-image.sh makes
 #                      meshai-base:bookworm from Debian's packages where no registry can be reached)
 #   MESHAI_BUILD_CA    PEM file of extra CAs that pip trusts during the build only (a build secret)

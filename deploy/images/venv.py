@@ -37,8 +37,8 @@ def run(*argv: str | Path, cwd: Path | None = None) -> None:
     subprocess.run([str(a) for a in argv], check=True, cwd=cwd)
 
 
-def pip(*args: str | Path) -> None:
-    run("with-build-ca", VENV / "bin" / "pip", *args)
+def pip(*args: str | Path, cwd: Path | None = None) -> None:
+    run("with-build-ca", VENV / "bin" / "pip", *args, cwd=cwd)
 
 
 def requirements(pyproject: Path, extras: list[str]) -> list[str]:
@@ -79,7 +79,7 @@ def project(args: argparse.Namespace) -> None:
         tree = Path(scratch) / "tree"
         shutil.copytree(TREE, tree)
         run(TOOLS / "bin" / "python", "protos/generate.py", cwd=tree)
-        run("with-build-ca", VENV / "bin" / "pip", "install", "--no-deps", ".", cwd=tree)
+        pip("install", "--no-deps", ".", cwd=tree)
     run(VENV / "bin" / "python", "-c", "import " + ", ".join(args.modules), cwd=Path("/"))
 
 

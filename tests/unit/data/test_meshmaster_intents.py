@@ -96,6 +96,7 @@ def _phrasing_doc() -> dict:
     (lambda d: d["contrasts"].append({"name": "x", "asks": {"nodes": ["all"], "log": ["note {ref}"]}}),
      r"contrasts\[\d+\] \(x\)\.asks\.log\[0\]: intent log has no answer for slots ref"),
     (lambda d: d["history"].append("no speaker here"), r"history\[\d+\]: expected '<shortname>: <text>'"),
+    (lambda d: d["fake_asks"].append("/{fake} {nope}"), r"fake_asks\[\d+\]: unknown slot\(s\) nope"),
 ])
 def test_phrasing_errors_name_file_and_entry(tmp_path, change, message):
     doc = _phrasing_doc()

@@ -286,6 +286,10 @@ def _templates(r: _Reader, key: str, placeholder: str) -> tuple[str, ...]:
     for i, item in enumerate(items):
         if item.count(placeholder) != 1:
             raise r.fail(f"{key}[{i}]", f"must hold {placeholder} exactly once: {item!r}")
+        # Other slots ("/{fake} {name}") are filled from the pools, as in the intents' phrasings.
+        unknown = slots_of(item) - {placeholder.strip("{}")} - KNOWN_SLOTS
+        if unknown:
+            raise r.fail(f"{key}[{i}]", f"unknown slot(s) {', '.join(sorted(unknown))} in {item!r}")
     return items
 
 
@@ -390,18 +394,12 @@ def load_phrasing(path: str | Path | None = None, intents_path: str | Path | Non
     for i, line in enumerate(history):
         if ": " not in line or slots_of(line):
             raise r.fail(f"history[{i}]", f"expected '<shortname>: <text>' without slots: {line!r}")
-    slots = _slot_pools(r)
-    fake_asks = _templates(r, "fake_asks", "{fake}")
-    for i, ask in enumerate(fake_asks):
-        unknown = sorted(set(slots_of(ask)) - {"fake", *slots})
-        if unknown:
-            raise r.fail(f"fake_asks[{i}]", f"unknown slot(s) {', '.join(unknown)} (slots: {', '.join(slots)})")
     return Phrasing(
         version=r.doc["version"],
         frames=_templates(r, "frames", "{a}"),
-        slots=slots,
+        slots=_slot_pools(r),
         fake_commands=_fakes(r),
-        fake_asks=fake_asks,
+        fake_asks=_templates(r, "fake_asks", "{fake}"),
         explain_asks=_templates(r, "explain_asks", "{cmd}"),
         general=_general(r),
         bot_systems=r.texts(r.section("bot_systems", list), "bot_systems", empty_ok=True),
