@@ -190,7 +190,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="cpu-smollm2")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--min-pairs", type=int, default=800, help="size of the data service's set (its default)")
+    ap.add_argument("--min-pairs", type=int, default=1000, help="size of the data service's set (its default)")
     ap.add_argument("--group-by-length", action="store_true", help="give the baseline HF length grouping")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for both (default: the config's)")
     ap.add_argument("--worker", choices=["ours", "hf"], help=argparse.SUPPRESS)

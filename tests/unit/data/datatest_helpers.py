@@ -26,3 +26,15 @@ def write_json(path: Path, data) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
     return path
+
+
+def assert_intent_weights(weights: dict[str, float]) -> None:
+    """intents.yaml's weights: relay 3 (its reason is written there), the rarer catalog commands' intents half,
+    every other intent alike."""
+    from meshai_common.meshmaster import load_intents
+
+    commands = {i.id: i.command for i in load_intents()}
+    assert weights["relay"] == 3.0
+    assert set(weights.values()) <= {0.5, 1.0, 3.0}
+    assert all(commands[i] for i, w in weights.items() if w == 0.5), "a half-weight intent names no command"
+    assert sum(w == 1.0 for w in weights.values()) >= 50

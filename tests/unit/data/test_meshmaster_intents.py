@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from datatest_helpers import assert_intent_weights
 
 from meshai_common.decontam import suite_questions
 from meshai_common.errors import ConfigError
@@ -108,7 +109,7 @@ def test_phrasing_errors_name_file_and_entry(tmp_path, change, message):
 
 
 def test_weights_are_balanced_and_nothing_is_taken_from_a_suite():
-    assert {i.id: i.weight for i in load_intents() if i.weight != 1.0} == {"relay": 3.0}
+    assert_intent_weights({i.id: i.weight for i in load_intents()})
     phrasing = load_phrasing()
     suites = suite_questions(SUITES)
     assert suites, "no evaluation suite found to compare against"
@@ -129,3 +130,15 @@ def test_weights_are_balanced_and_nothing_is_taken_from_a_suite():
     assert len(phrasing.slots["name"]) >= 30
     assert sum(v.isupper() for v in phrasing.slots["name"]) >= 10  # call signs and short names, not just nicknames
     assert sum(s == "" for s in phrasing.bot_systems) >= 1 and len(set(phrasing.bot_systems)) >= 6
+
+
+def test_every_catalog_command_is_asked_for_in_the_bank():
+    """Retrieval and training both learn a command from its bank phrasings: a command without any is met only
+    by its catalog line (often one word: "wordle") and by a glossary phrase."""
+    asked = {i.command for i in load_intents() if i.command}
+    assert [c.name for c in load_catalog().commands if c.name not in asked] == []
+    by_command: dict[str, int] = {}
+    for i in load_intents():
+        if i.command:
+            by_command[i.command] = by_command.get(i.command, 0) + len(i.actions) + len(i.asks)
+    assert min(by_command.values()) >= 4
