@@ -8,6 +8,9 @@ Two question sets:
   names) and plain words, relay items (`relay`, or `accept_regex` alone) with "relay"; a fake item counts as
   found when the first hit is the "unknown" hit for its word. Items with a `context` (history lines) are
   asked in Mesh-Master's prompt shape; retrieval sees the question and the history, as ground_prompt does.
+  Asked twice: of the full index, and of one without the bank, glossary and fact phrasings that the data
+  service's decontamination calls near-copies of a suite question ("hangman pls" in both): the second is
+  the figure for questions nobody wrote into the bank.
 - the test split the data service writes (`meshai data prepare`, run on the shipped samples unless
   --data-dir names a folder with test.jsonl): the label is the command of the example's bank intent
   ("relay" for relay), else the gold answer's first real slash command (a fact example: its topic, or that
@@ -181,6 +184,23 @@ def bank_fold_results(seed: int = 7) -> Result:
                   [m for r in parts for m in r.misses])
 
 
+def near_copy_groups(items: Sequence[Item]) -> set[str]:
+    """Groups of the indexed phrasings (bank, glossary, fact asks) that the data service's decontamination
+    would call a near-copy of one of these questions: left out of the index, the suite's figure is the one of
+    questions the index has never seen, as the model's training data has not."""
+    from meshai_common.decontam import SuiteMatcher
+    from meshai_common.grounding.index import _bank_phrasings, load_glossary
+    from meshai_common.meshmaster import load_facts
+
+    questions = [(parse_meshmaster_prompt(i.question) or i).question for i in items]
+    matcher = SuiteMatcher({"suite": questions})
+    texts = [(group, re.sub(r"\{\w+\}", "x", phrase)) for _, phrase, group in _bank_phrasings(load_catalog().plain_words)]
+    texts += [(f"glossary:{name}:{j}", p) for name, ps in load_glossary().items() for j, p in enumerate(ps)]
+    texts += [(f"fact:{t.id}:{i}:{j}", a) for t in load_facts().topics.values() for i, item in enumerate(t.items)
+              for j, a in enumerate(item.asks)]
+    return {group for group, text in texts if matcher.match(text)}
+
+
 def prepare_split(out: Path, min_pairs: int) -> Path:
     """Run `meshai data prepare` on the shipped samples into out (its own CLI, so no service is imported)."""
     meshai = Path(sys.executable).parent / "meshai"
@@ -283,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overall = score(f"{args.suite} command+relay", commands, lambda q, h: retrieve(q, 4, h))
         results.append(overall)
         goal_ok = overall.recall[4] >= GOAL_TOP4
+        near = near_copy_groups(items)
+        clean = build_index(lambda d: d.group not in near)
+        results.append(score(f"{args.suite} c+r, {len(near)} near-copies out", commands,
+                             lambda q, h: retrieve_from(clean, q, 4, h)))
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or prepare_split(Path(tmp) / "data", args.min_pairs)
