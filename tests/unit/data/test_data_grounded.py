@@ -29,7 +29,11 @@ def test_turns_carry_the_retrieved_lines_and_keep_the_question(grounded):
     assert any(ex.user == '' for ex in pool)  # bare questions become prompts too
     for before, after in zip(pool, out, strict=True):
         parsed = parse_meshmaster_prompt(after.user_turn)
-        assert parsed is not None and parsed.question == before.question.strip()
+        if parsed is None:  # a bare question nothing fits ("thanks") stays as it was, as the gateway sends it
+            assert not after.grounded and after.user_turn == before.user_turn == ground_prompt(before.user_turn)
+            plain += 1
+            continue
+        assert parsed.question == before.question.strip()
         old = parse_meshmaster_prompt(before.user) if before.user else None
         kept = old.context if old else ()
         if old:  # a Mesh-Master prompt keeps its bot text and history, lines added after the history
@@ -37,7 +41,7 @@ def test_turns_carry_the_retrieved_lines_and_keep_the_question(grounded):
         added = parsed.context[len(kept):]
         assert bool(added) == after.grounded and set(added) <= set(context_lines(retrieved(before.user_turn)))
         if after.answer == before.answer and after.user_turn == ground_prompt(before.user_turn):
-            plain += 1  # most turns are byte for byte what the gateway builds
+            plain += 1
     assert plain == len(out)  # every turn is byte for byte what the gateway builds
     assert all(after.answer == before.answer for before, after in zip(pool, out, strict=True))
 
