@@ -33,6 +33,7 @@ SHORTHAND: dict[str, str] = {
     "wx": "weather", "pos": "position", "loc": "location", "gps": "position", "sig": "signal",
     "2nite": "tonight", "tmrw": "tomorrow", "rn": "now",
     "cmnd": "command", "cmnds": "commands", "config": "settings", "cfg": "settings", "pm": "dm",
+    "diff": "different",
 }
 
 # Everyday words for what a command does that its catalog line and bank phrasings may not use: a question
@@ -56,7 +57,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "internet": ("web",), "reception": ("signal",), "strength": ("signal",),
     "statistics": ("stats",), "stats": ("meshinfo",), "restart": ("reboot",), "creator": ("about", "made"),
     "author": ("about", "made"), "developer": ("about", "made"), "credits": ("about",),
-    "quiet": ("stop",), "silence": ("stop",), "shush": ("stop", "mute"), "unmute": ("start", "resume"),
+    "swap": ("switch", "change"), "quiet": ("stop",), "silence": ("stop",), "shush": ("stop", "mute"), "unmute": ("start", "resume"),
     "letter": ("mail",), "mailbox": ("mail",), "users": ("node",), "devices": ("node",), "radios": ("node",),
     "neighbors": ("node",), "stations": ("node",), "sms": ("message",), "chatbot": ("ai",), "gpt": ("ai",),
     "llm": ("ai",), "options": ("command",), "features": ("command",), "inform": ("tell",), "notify": ("tell",),
