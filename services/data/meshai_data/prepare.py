@@ -41,8 +41,8 @@ from meshai_data.synth import ANSWER_BUDGET, Example, check_answer, generate, in
 # Sized for the embedded default: SmolLM2-135M trained for minutes on 2 CPU cores sees some 600 examples
 # (~74 steps of 8), so the default set is small, dense and interleaved by intent, and about one epoch: in the
 # same 74 steps, 800 pairs (new examples) scored better on the field suite than 640 seen more than once. 1000
-# since the bank covers every catalog command: the rarer commands' intents (half weight) take about 200 pairs,
-# and the everyday intents keep their 9 examples each.
+# since the bank covers every catalog command: the rarer commands' intents (half weight) take about 140 pairs,
+# and the everyday intents keep their 8 to 9 examples each.
 DEFAULT_MIN_PAIRS = 1000
 # (typo variants, slot fillings) per phrasing, and about how many unique pairs that level yields. A larger
 # level is generated only when min_pairs needs it (the guide's 50k needs the last).
