@@ -194,7 +194,8 @@ def near_copy_groups(items: Sequence[Item]) -> set[str]:
 
     questions = [(parse_meshmaster_prompt(i.question) or i).question for i in items]
     matcher = SuiteMatcher({"suite": questions})
-    texts = [(group, re.sub(r"\{\w+\}", "x", phrase)) for _, phrase, group in _bank_phrasings(load_catalog().plain_words)]
+    bank = _bank_phrasings(load_catalog().plain_words)
+    texts = [(group, re.sub(r"\{\w+\}", "x", phrase)) for _, phrase, group in bank]
     texts += [(f"glossary:{name}:{j}", p) for name, ps in load_glossary().items() for j, p in enumerate(ps)]
     texts += [(f"fact:{t.id}:{i}:{j}", a) for t in load_facts().topics.values() for i, item in enumerate(t.items)
               for j, a in enumerate(item.asks)]

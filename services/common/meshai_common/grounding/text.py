@@ -57,10 +57,11 @@ RELATED: dict[str, tuple[str, ...]] = {
     "internet": ("web",), "reception": ("signal",), "strength": ("signal",),
     "statistics": ("stats",), "stats": ("meshinfo",), "restart": ("reboot",), "creator": ("about", "made"),
     "author": ("about", "made"), "developer": ("about", "made"), "credits": ("about",),
-    "swap": ("switch", "change"), "quiet": ("stop",), "silence": ("stop",), "shush": ("stop", "mute"), "unmute": ("start", "resume"),
+    "quiet": ("stop",), "silence": ("stop",), "shush": ("stop", "mute"), "unmute": ("start", "resume"),
     "letter": ("mail",), "mailbox": ("mail",), "users": ("node",), "devices": ("node",), "radios": ("node",),
     "neighbors": ("node",), "stations": ("node",), "sms": ("message",), "chatbot": ("ai",), "gpt": ("ai",),
     "llm": ("ai",), "options": ("command",), "features": ("command",), "inform": ("tell",), "notify": ("tell",),
+    "swap": ("switch", "change"),
 }
 
 # Function words: kept (a question made only of them still matches its bank twin) but weighted down.
