@@ -189,17 +189,9 @@ def near_copy_groups(items: Sequence[Item]) -> set[str]:
     would call a near-copy of one of these questions: left out of the index, the suite's figure is the one of
     questions the index has never seen, as the model's training data has not."""
     from meshai_common.decontam import SuiteMatcher
-    from meshai_common.grounding.index import _bank_phrasings, load_glossary
-    from meshai_common.meshmaster import load_facts
 
-    questions = [(parse_meshmaster_prompt(i.question) or i).question for i in items]
-    matcher = SuiteMatcher({"suite": questions})
-    bank = _bank_phrasings(load_catalog().plain_words)
-    texts = [(group, re.sub(r"\{\w+\}", "x", phrase)) for _, phrase, group in bank]
-    texts += [(f"glossary:{name}:{j}", p) for name, ps in load_glossary().items() for j, p in enumerate(ps)]
-    texts += [(f"fact:{t.id}:{i}:{j}", a) for t in load_facts().topics.values() for i, item in enumerate(t.items)
-              for j, a in enumerate(item.asks)]
-    return {group for group, text in texts if matcher.match(text)}
+    matcher = SuiteMatcher({"suite": [(parse_meshmaster_prompt(i.question) or i).question for i in items]})
+    return {d.group for d in build_index().docs if d.text and matcher.match(re.sub(r"\{\w+\}", "x", d.text))}
 
 
 def prepare_split(out: Path, min_pairs: int) -> Path:

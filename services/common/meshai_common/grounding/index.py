@@ -72,6 +72,7 @@ class Doc:
     entry: Entry
     terms: tuple[str, ...]
     group: str = ""  # the data service's template group of a bank or fact phrasing ("nodes:a3", "fact:snr:0:1")
+    text: str = ""  # a phrasing (bank, glossary, fact ask) as written, slots and all: what a suite is checked against
 
 
 def _char_grams(term_list: Iterable[str]) -> Counter[str]:
@@ -267,10 +268,10 @@ def build_docs(
     catalog = load_catalog()
     docs: list[Doc] = []
 
-    def add(entry: Entry, text: str, group: str = "") -> None:
+    def add(entry: Entry, text: str, group: str = "", phrase: str = "") -> None:
         t = tuple(terms(text, surface=True))
         if t:
-            docs.append(Doc(entry, t, group))
+            docs.append(Doc(entry, t, group, phrase))
 
     entries: dict[str, Entry] = {}
     for cmd in catalog.commands:
@@ -288,12 +289,12 @@ def build_docs(
         for i, item in enumerate(topic.items):
             entry = Entry("fact", topic.id, fact_line(topic, item))
             for j, ask in enumerate(item.asks):
-                add(entry, ask, f"fact:{topic.id}:{i}:{j}")
+                add(entry, ask, f"fact:{topic.id}:{i}:{j}", ask)
     for name, phrases in load_glossary().items():
         for j, phrase in enumerate(phrases):
-            add(entries[name], phrase, f"glossary:{name}:{j}")
+            add(entries[name], phrase, f"glossary:{name}:{j}", phrase)
     for target, phrase, group in _bank_phrasings(catalog.plain_words):
-        add(entries.get(target) or plain.get(target) or NO_ENTRY, _neutral(phrase), group)
+        add(entries.get(target) or plain.get(target) or NO_ENTRY, _neutral(phrase), group, phrase)
     return docs
 
 
