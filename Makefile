@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml $(wildcard protos/meshai/v1/*.proto) | $(BIN)/python
 	$(BIN)/pip install -e ".[all]"
 	$(BIN)/python protos/generate.py
 	$(BIN)/python -m meshai_quantizer.converter --cache-dir $(MESHAI_CACHE_DIR)
+	$(BIN)/python -m meshai_quantizer.embedder --cache-dir $(MESHAI_CACHE_DIR)
 	touch $@
 
 install: $(STAMP)

@@ -13,6 +13,23 @@ import pytest
 
 from meshai_testing import FIXTURES, ROOT, ServiceProcess  # noqa: F401  (shared helpers)
 
+FAST_TIER_GROUNDING = "catalog-v5"
+
+
+def pytest_configure(config):
+    """The default grounding (catalog-v6) loads a sentence-embedding model. Tests not marked slow ground new
+    data with catalog-v5, the same code without it (MESHAI_TRAIN_GROUNDING, inherited by the services they start);
+    the slow tier, the end-to-end pipeline included, grounds with the default. A `-m "not slow"` session sets
+    it before any fixture runs; in a mixed session the fixture below sets it per test."""
+    if config.option.markexpr.replace(" ", "") == "notslow":
+        os.environ.setdefault("MESHAI_TRAIN_GROUNDING", FAST_TIER_GROUNDING)
+
+
+@pytest.fixture(autouse=True)
+def _lexical_grounding_in_the_fast_tier(request, monkeypatch):
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("MESHAI_TRAIN_GROUNDING", FAST_TIER_GROUNDING)
+
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):

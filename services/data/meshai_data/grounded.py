@@ -20,13 +20,15 @@ fell from 247 to 218 of 264. A 135M model does not tell two close lines apart we
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 
+from meshai_common.errors import ConfigError
 from meshai_common.grounding import (
-    DEFAULT_LINES,
     GROUNDING_VERSION,
+    VERSIONS,
     Hit,
     context_lines,
     retrieve_for,
@@ -35,11 +37,14 @@ from meshai_common.grounding import (
 from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_words
 from meshai_data.synth import Example
 
-RETRIEVE_K = DEFAULT_LINES  # what the gateway retrieves for a model of this grounding version
-
 
 def grounding_version() -> str:
-    return GROUNDING_VERSION
+    """The version new training data is grounded with: $MESHAI_TRAIN_GROUNDING, else GROUNDING_VERSION (an
+    environment without the sentence-embedding model grounds with catalog-v5, the lexical one)."""
+    name = os.environ.get("MESHAI_TRAIN_GROUNDING", "").strip() or GROUNDING_VERSION
+    if name not in VERSIONS:
+        raise ConfigError(f"MESHAI_TRAIN_GROUNDING={name!r}: not a grounding version; known: {', '.join(sorted(VERSIONS))}")
+    return name
 
 
 def gold_key(ex: Example) -> str | None:
@@ -59,22 +64,25 @@ def gold_key(ex: Example) -> str | None:
     return None
 
 
-def retrieved(user_text: str, k: int = RETRIEVE_K) -> list[Hit]:
-    """The hits `ground_prompt` retrieves for a user turn: its question, and its history when it has one."""
-    return retrieve_for(user_text, k)
+def retrieved(user_text: str, version: str | None = None) -> list[Hit]:
+    """The hits `ground_prompt` retrieves for a user turn as `version` (default: grounding_version()) does:
+    its question, and its history when it has one."""
+    v = VERSIONS[version or grounding_version()]
+    return retrieve_for(user_text, v.lines, v.semantic)
 
 
-def ground(examples: Iterable[Example], k: int = RETRIEVE_K) -> tuple[list[Example], Counter]:
+def ground(examples: Iterable[Example], version: str | None = None) -> tuple[list[Example], Counter]:
     """Every example with its retrieved lines in the user turn; counts of grounded examples and of gold_missing
     ones (the gold entry was not retrieved: the answer stays, so the model also learns what the lines lack)."""
+    version = version or grounding_version()
     stats: Counter = Counter()
     out = []
     for ex in examples:
-        hits = retrieved(ex.user_turn, k)
+        hits = retrieved(ex.user_turn, version)
         gold = gold_key(ex)
         if gold is not None and gold not in {hit.key for hit in hits}:
             stats["gold_missing"] += 1
-        user = with_context(ex.user_turn, context_lines(hits))
+        user = with_context(ex.user_turn, context_lines(hits, version))
         grounded = user != ex.user_turn
         stats["grounded"] += grounded
         out.append(replace(ex, user=user if grounded else ex.user, grounded=grounded))

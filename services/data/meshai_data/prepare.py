@@ -138,9 +138,10 @@ def prepare(
     chosen = kept if capped else select(kept, min_pairs, seed)
     chosen = wrap_meshmaster(chosen, seed)
     grounding_stats: Counter = Counter()
-    if grounded:
-        step(4, f"grounding {len(chosen)} user turns")
-        chosen, grounding_stats = ground(chosen)
+    version = grounding_version() if grounded else None
+    if version:
+        step(4, f"grounding {len(chosen)} user turns ({version})")
+        chosen, grounding_stats = ground(chosen, version)
     for ex in chosen:  # last line of defence: nothing over budget or invented leaves this function
         check_answer(ex.answer, f"(intent {ex.intent}, source {ex.source})")
 
@@ -153,7 +154,7 @@ def prepare(
             scrubber=scrubber, report=report, pairs=len(pairs), archive_kept=len(archive_examples), mail=mail,
             dup_removed=dup_removed, decontaminated=near_hits, excluded=len(excluded), files=files,
             sharegpt=sharegpt, seconds=time.monotonic() - t0, suites={k: len(v) for k, v in suites.items()},
-            suites_dir=suites_path, grounding=grounding_version() if grounded else None,
+            suites_dir=suites_path, grounding=version,
             grounding_stats=grounding_stats,
         )
 

@@ -2,6 +2,7 @@
 
     python services/evaluator/benchmarks/bench_retrieval.py [--suite field] [--data-dir D] [--min-pairs N]
                                                             [--show-misses] [--json out.json]
+                                                            [--semantic] [--semantic-weights 0.5,1,2]
 
 Two question sets:
 - an evaluation suite (default "field"): command items are labelled with their `accept` commands (canonical
@@ -28,6 +29,9 @@ answer line of a fact hit names (what the model sees in its Context). Prints rec
 latency per query, and the Context block's size: lines kept under the token budget, and its tokens by the
 embedded model's tokenizer when llama-cpp-python is installed. Exit code 1 when the suite's top-4 command
 recall is under the goal (97 %).
+
+--semantic asks indexes with sentence vectors (grounding catalog-v6); --semantic-weights also prints the held-out
+rows (suite without near-copies, bank folds) at each SEMANTIC_WEIGHT given, the way the weight was chosen.
 """
 
 from __future__ import annotations
@@ -159,7 +163,7 @@ def _fold(group: str) -> int:
     return int(hashlib.sha256(group.encode()).hexdigest(), 16) % BANK_FOLDS
 
 
-def bank_fold_results(seed: int = 7) -> Result:
+def bank_fold_results(seed: int = 7, semantic: bool = False) -> Result:
     """recall over the bank's phrasings, each asked of an index without its own fold (see the module doc)."""
     from meshai_common.grounding.index import _bank_phrasings
     from meshai_common.meshmaster.intents import load_phrasing
@@ -175,7 +179,7 @@ def bank_fold_results(seed: int = 7) -> Result:
                  for target, phrase, group in bank if _fold(group) == fold]
         # Catalog entries, glossary phrases and facts stay: they are not the bank's phrasings.
         index = build_index(lambda d, f=fold: not d.group or d.group.startswith(("glossary:", "fact:"))
-                            or _fold(d.group) != f)
+                            or _fold(d.group) != f, semantic)
         parts.append(score("", items, lambda q, h, index=index: retrieve_from(index, q, 4, h)))
     n = sum(r.n for r in parts)
     return Result(f"question bank ({BANK_FOLDS} folds held out)", n,
@@ -191,7 +195,8 @@ def near_copy_groups(items: Sequence[Item]) -> set[str]:
     from meshai_common.decontam import SuiteMatcher
 
     matcher = SuiteMatcher({"suite": [(parse_meshmaster_prompt(i.question) or i).question for i in items]})
-    return {d.group for d in build_index().docs if d.text and matcher.match(re.sub(r"\{\w+\}", "x", d.text))}
+    return {d.group for d in build_index().docs
+            if d.group and d.text and matcher.match(re.sub(r"\{\w+\}", "x", d.text))}
 
 
 def prepare_split(out: Path, min_pairs: int) -> Path:
@@ -268,6 +273,25 @@ def _embedded_token_counter() -> Callable[[str], int] | None:
     return lambda text: len(llm.tokenize(text.encode(), add_bos=False, special=False))
 
 
+def sweep(suite: str, commands: Sequence[Item], near: set[str], weights: Sequence[float]) -> None:
+    """First-hit recall of the held-out rows at each semantic weight (index.SEMANTIC_WEIGHT, read per search)."""
+    from meshai_common.grounding import index as index_module
+
+    kept = index_module.SEMANTIC_WEIGHT
+    clean = build_index(lambda d: d.group not in near, True) if commands else None
+    try:
+        for w in weights:
+            index_module.SEMANTIC_WEIGHT = w
+            bank = bank_fold_results(semantic=True)
+            row = f"semantic weight {w:<5g} bank folds @1 {bank.recall[1] * 100:5.1f}%  @4 {bank.recall[4] * 100:5.1f}%"
+            if clean is not None:
+                r = score("", commands, lambda q, h: retrieve_from(clean, q, 4, h))
+                row += f"   {suite} near-copies out @1 {r.recall[1] * 100:5.1f}%  @4 {r.recall[4] * 100:5.1f}%"
+            print(row, flush=True)
+    finally:
+        index_module.SEMANTIC_WEIGHT = kept
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", default="field", help="evaluation suite name or path (default field)")
@@ -275,11 +299,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--min-pairs", type=int, default=4000, help="pairs to prepare when no --data-dir (default 4000)")
     ap.add_argument("--show-misses", action="store_true", help="print each question whose top hit is wrong")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--semantic", action="store_true", help="indexes with sentence vectors (catalog-v6)")
+    ap.add_argument("--semantic-weights", help="comma-separated SEMANTIC_WEIGHT values to sweep (held-out rows)")
     args = ap.parse_args(argv)
+    sem = args.semantic or bool(args.semantic_weights)
+
+    def ask(q: str, h: Sequence[str]) -> list[Hit]:
+        return retrieve(q, 4, h, semantic=sem)
 
     t0 = time.perf_counter()
-    retrieve("warm up")
-    print(f"grounding {GROUNDING_VERSION}: index built in {(time.perf_counter() - t0) * 1000:.0f} ms")
+    ask("warm up", ())
+    print(f"grounding {GROUNDING_VERSION} ({'semantic' if sem else 'lexical'}): index built in "
+          f"{(time.perf_counter() - t0) * 1000:.0f} ms")
     results: list[Result] = []
     goal_ok = True
     try:
@@ -290,25 +321,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind in ("command", "relay", "fake"):
         chosen = [i for i in items if i.kind == kind]
         if chosen:
-            results.append(score(f"{args.suite} {kind}", chosen, lambda q, h: retrieve(q, 4, h)))
+            results.append(score(f"{args.suite} {kind}", chosen, ask))
     commands = [i for i in items if i.kind in ("command", "relay")]
+    near = near_copy_groups(items) if commands else set()
+    if args.semantic_weights:
+        sweep(args.suite, commands, near, [float(w) for w in args.semantic_weights.split(",")])
     if commands:
-        overall = score(f"{args.suite} command+relay", commands, lambda q, h: retrieve(q, 4, h))
+        overall = score(f"{args.suite} command+relay", commands, ask)
         results.append(overall)
         goal_ok = overall.recall[4] >= GOAL_TOP4
-        near = near_copy_groups(items)
-        clean = build_index(lambda d: d.group not in near)
+        clean = build_index(lambda d: d.group not in near, sem)
         results.append(score(f"{args.suite} c+r, {len(near)} near-copies out", commands,
                              lambda q, h: retrieve_from(clean, q, 4, h)))
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or prepare_split(Path(tmp) / "data", args.min_pairs)
         split = split_items(data_dir)
-    results.append(score("test split (index has its phrasing)", split, lambda q, h: retrieve(q, 4, h)))
+    results.append(score("test split (index has its phrasing)", split, ask))
     held = {i.group for i in split if i.group}
-    heldout_index = build_index(lambda d: d.group not in held)
+    heldout_index = build_index(lambda d: d.group not in held, sem)
     results.append(score("test split (phrasing held out)", split, lambda q, h: retrieve_from(heldout_index, q, 4, h)))
-    results.append(bank_fold_results())
+    results.append(bank_fold_results(semantic=sem))
 
     budget_report([*items, *split])
     for r in results:

@@ -152,15 +152,17 @@ def test_local_model_options_are_read_as_the_gateway_reads_them() -> None:
             request_options(bad)
 
 
-def test_a_model_is_grounded_as_its_version_grounds_and_an_unknown_version_is_refused() -> None:
-    from meshai_common.grounding import GROUNDING_VERSION, VERSIONS, ground_prompt
+GROUNDING_ASKS = ("Question: how do i see who is around\nAnswer:", "Question: does /teleport work\nAnswer:",
+                  "Question: let OTTR know the gate is locked\nAnswer:")
 
-    asks = ("Question: how do i see who is around\nAnswer:", "Question: does /teleport work\nAnswer:",
-            "Question: let OTTR know the gate is locked\nAnswer:")
+
+def test_a_model_is_grounded_as_its_version_grounds_and_an_unknown_version_is_refused() -> None:
+    from meshai_common.grounding import VERSIONS, ground_prompt
+
+    asks = GROUNDING_ASKS
     for prompt in asks:
-        for version in VERSIONS:
+        for version in [v for v in VERSIONS if not VERSIONS[v].semantic]:  # semantic ones: the slow tier
             assert resolve_grounder(version)(prompt) == ground_prompt(prompt, version=version)
-        assert resolve_grounder(GROUNDING_VERSION)(prompt) == ground_prompt(prompt)
     # catalog-v4 names an unknown word as the reply must write it; older versions keep its slash
     assert "not a command: teleport;" in resolve_grounder("catalog-v4")(asks[1])
     assert "not a command: /teleport;" in resolve_grounder("catalog-v3")(asks[1])
@@ -169,3 +171,15 @@ def test_a_model_is_grounded_as_its_version_grounds_and_an_unknown_version_is_re
     assert "DM me '<shortname> <message>'" in resolve_grounder("catalog-v4")(asks[2])
     with pytest.raises(Unavailable, match=r"grounding=catalog-v0: unknown grounding version 'catalog-v0'; known: "):
         resolve_grounder("catalog-v0")
+
+
+@pytest.mark.slow
+def test_a_semantic_version_grounds_as_its_version_grounds() -> None:
+    from meshai_common.grounding import GROUNDING_VERSION, VERSIONS, ground_prompt
+
+    assert VERSIONS[GROUNDING_VERSION].semantic
+    for prompt in GROUNDING_ASKS:
+        assert resolve_grounder(GROUNDING_VERSION)(prompt) == ground_prompt(prompt)
+    # the same lines as catalog-v5 writes them; only the ranking differs
+    assert "DM me 'OTTR <message>'" in resolve_grounder(GROUNDING_VERSION)(GROUNDING_ASKS[2])
+    assert "not a command: teleport;" in resolve_grounder(GROUNDING_VERSION)(GROUNDING_ASKS[1])

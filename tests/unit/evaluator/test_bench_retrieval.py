@@ -32,8 +32,8 @@ def test_every_bank_phrasing_is_asked_once_of_an_index_without_its_fold(bench, f
     kept: list[set[str]] = []
     real_build = bench.build_index
 
-    def spy(keep):
-        index = real_build(keep)
+    def spy(keep, semantic=False):
+        index = real_build(keep, semantic)
         kept.append({d.group for d in index.docs})
         return index
 

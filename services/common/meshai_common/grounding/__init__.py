@@ -10,6 +10,9 @@ Retrieval is lexical and pure Python (index.py, text.py): BM25 over normalized w
 the question bank (intents.yaml) and glossary.yaml, fused with a character 3-gram cosine for misspellings
 and a per-command pooled BM25; a question's slash words (real or not) and the latest history lines come in
 first-hand. Building the index takes ~0.1-0.2 s once per process; a question takes about a millisecond.
+From catalog-v6 a sentence-embedding cosine (semantic.py: all-MiniLM-L6-v2 through llama.cpp) joins the
+lexical score, so a question that shares no word with a command's phrasings can still find it; a few
+milliseconds more per question.
 
 Context lines (short, so the model can copy a command and its arguments):
     cmd /m <mailbox> <message>: send mail; a new mailbox asks Y/N, then an optional PIN
@@ -38,7 +41,7 @@ from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_wo
 from meshai_common.meshmaster.catalog import Command, FactItem, Topic
 from meshai_common.prompts import meshmaster_prompt, parse_meshmaster_prompt, question_of
 
-GROUNDING_VERSION = "catalog-v5"  # what new training data is grounded with
+GROUNDING_VERSION = "catalog-v6"  # what new training data is grounded with (MESHAI_TRAIN_GROUNDING overrides)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Version:
     lines: int  # Context lines put in front of the model
     bare_unknown: bool = False  # "not a command: setname" (as the reply must write it) instead of "/setname"
     named_relay: bool = False  # the relay line names the node the question names: "DM me 'PETE <message>'"
+    semantic: bool = False  # retrieval adds sentence-embedding similarity to the lexical score (semantic.py)
 
 
 # v2 kept the best two lines: a model trained to trust the first line gains little from a third and fourth, and
@@ -58,12 +62,14 @@ class Version:
 # v4 names an unknown word without its slash: the reply may not write "/setname" (the command grammar forbids
 # it), and from "/setname" the model wrote "set name" or "frequency" for "/freq" instead of copying the word.
 # v5 also puts the node a relay question names into the relay line, so the model copies the DM form whole.
+# v6 retrieves by meaning as well as by words (the line the model copies is right more often; README).
 VERSIONS = {
     "catalog-v1": Version(4),
     "catalog-v2": Version(2),
     "catalog-v3": Version(1),
     "catalog-v4": Version(1, bare_unknown=True),
     "catalog-v5": Version(1, bare_unknown=True, named_relay=True),
+    "catalog-v6": Version(1, bare_unknown=True, named_relay=True, semantic=True),
 }
 DEFAULT_LINES = VERSIONS[GROUNDING_VERSION].lines
 CONTEXT_BUDGET_TOKENS = 90
@@ -140,25 +146,32 @@ _NAMED_SCORE = 2.0  # so is a real command the question names ("what does /c do?
 HISTORY_LINES = 2  # the latest Context lines a question may lean on
 
 
-@lru_cache(maxsize=1)
-def _index() -> Index:
-    return build_index()
+@lru_cache(maxsize=2)
+def _index(semantic: bool = False) -> Index:
+    return build_index(semantic=semantic)
 
 
-def retrieve(question: str, k: int = 4, history: Sequence[str] = ()) -> list[Hit]:
+def retrieve(question: str, k: int = 4, history: Sequence[str] = (), semantic: bool = False) -> list[Hit]:
     """The k entries that best fit `question`, best first, one per key. Deterministic; index built once.
 
     history: the prompt's Context lines ("<shortname>: <text>", oldest first). The latest ones lend their
     words, at a lower weight, to a question that leans on them ("how do i read it" after "left u mail in
     camp"), and a slash word in them that is no command gets its "unknown" hit after the question's own.
+    semantic: rank by meaning as well as words (catalog-v6 on); loads the sentence-embedding model once.
     """
-    return retrieve_from(_index(), question, k, history)
+    return retrieve_from(_index(semantic), question, k, history)
 
 
-def build_index(keep: Callable[[Doc], bool] | None = None) -> Index:
-    """A fresh index of every document (or those `keep` accepts: benchmarks hold phrasings out)."""
+def build_index(keep: Callable[[Doc], bool] | None = None, semantic: bool = False) -> Index:
+    """A fresh index of every document (or those `keep` accepts: benchmarks hold phrasings out); semantic:
+    with sentence vectors (Unavailable without the embedding model)."""
     docs = build_docs(_command_line, _relay_line(), _fact_line)
-    return Index([d for d in docs if keep is None or keep(d)], frame_terms())
+    embedder = None
+    if semantic:
+        from meshai_common.grounding.semantic import embedder as load_embedder
+
+        embedder = load_embedder()
+    return Index([d for d in docs if keep is None or keep(d)], frame_terms(), embedder)
 
 
 def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str] = ()) -> list[Hit]:
@@ -276,24 +289,28 @@ def with_context(user_text: str, lines: Sequence[str]) -> str:
     return user_text[:q_at] + f"Context:\n{added}\n\n" + user_text[q_at:]
 
 
-def retrieve_for(user_text: str, k: int = 4) -> list[Hit]:
+def retrieve_for(user_text: str, k: int = 4, semantic: bool = False) -> list[Hit]:
     """The hits for a user turn: its question and, for a Mesh-Master prompt, its history lines."""
     parsed = parse_meshmaster_prompt(user_text)
     if parsed is None:
-        return retrieve(question_of(user_text), k)
-    return retrieve(parsed.question, k, parsed.context)
+        return retrieve(question_of(user_text), k, semantic=semantic)
+    return retrieve(parsed.question, k, parsed.context, semantic=semantic)
 
 
 def ground_prompt(user_text: str, version: str = GROUNDING_VERSION) -> str:
     """user_text with the catalog lines that fit its question (and recent history) added to its Context, as
     grounding `version` builds them."""
-    return with_context(user_text, context_lines(retrieve_for(user_text, VERSIONS[version].lines), version))
+    v = VERSIONS[version]
+    return with_context(user_text, context_lines(retrieve_for(user_text, v.lines, v.semantic), version))
 
 
 def grounder_for(version: str) -> Callable[[str], str]:
     """`ground_prompt` as grounding `version` (a model's `# meshai: grounding=...`) builds it; a version this
-    code does not know raises ValueError naming the ones it does."""
+    code does not know raises ValueError naming the ones it does. A semantic version builds its index now, so
+    a missing sentence-embedding model is refused when the model loads (Unavailable), not at its first request."""
     name = version.strip()
     if name not in VERSIONS:
         raise ValueError(f"unknown grounding version {version!r}; known: {', '.join(sorted(VERSIONS))}")
+    if VERSIONS[name].semantic:
+        _index(True)
     return partial(ground_prompt, version=name)

@@ -55,6 +55,9 @@ HISTORY_WEIGHT = 0.3  # a history word counts this much of the same word in the 
 RELATED_WEIGHT = 0.5  # an everyday word's catalog counterpart ("woken" -> alarm)
 SURFACE_WEIGHT = 0.6  # a word matched as written, on top of its stem: "nodes" leans to /nodes over /node
 SHORTNAME_WEIGHT = 1.0  # a node's short name written as one ("OTTR", "K7AB"): the question names a node
+# Semantic grounding: a key's best sentence-embedding cosine, added to its lexical score scaled to the best
+# key's 1.0. Chosen on the question bank's held-out folds (bench_retrieval.py --semantic-weights).
+SEMANTIC_WEIGHT = 1.5
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Doc:
     entry: Entry
     terms: tuple[str, ...]
     group: str = ""  # the data service's template group of a bank or fact phrasing ("nodes:a3", "fact:snr:0:1")
-    text: str = ""  # a phrasing (bank, glossary, fact ask) as written, slots and all: what a suite is checked against
+    text: str = ""  # the text as written, slots and all: what a suite is checked against and what is embedded
 
 
 def _char_grams(term_list: Iterable[str]) -> Counter[str]:
@@ -119,8 +122,11 @@ class Index:
     of a key's phrasings, so a question mixing words from several phrasings of one command still finds it.
     """
 
-    def __init__(self, docs: list[Doc], light: frozenset[str] = frozenset()) -> None:
+    def __init__(self, docs: list[Doc], light: frozenset[str] = frozenset(), embedder: Any = None) -> None:
         self.docs = docs
+        # semantic.Embedder or None; with one, every document's text has a unit vector (semantic grounding)
+        self.embedder = embedder
+        self.vectors = embedder.embed_cached([embed_text(d.text) for d in docs]) if embedder is not None else None
         self.light = light  # question-frame terms ("command", "send"): weighted like function words
         self.words = _Bm25([d.terms for d in docs], BM25_B)
         self.keys: list[Entry] = []
@@ -226,7 +232,8 @@ class Index:
         return scores
 
     def search(self, question: str, history: Sequence[str] = ()) -> list[tuple[Entry, float]]:
-        """Every key that matches, best first, with its fused score (deterministic order on ties)."""
+        """Every key that matches, best first, with its fused score (deterministic order on ties). With an
+        embedder, each key's best document cosine (SEMANTIC_WEIGHT) joins its lexical score."""
         weights = self.query_terms(question, history)
         words = self.words.scores(weights)
         chars = self.char_cosine(question)  # spelling help for the question only
@@ -243,11 +250,40 @@ class Index:
         pooled_scale = POOLED_WEIGHT / (max(pooled.values(), default=0.0) or 1.0)
         for j, p in pooled.items():
             best[j] += pooled_scale * p
+        if self.vectors is not None:
+            best, best_doc = self._semantic(question, best, best_doc)
         ranked = sorted((-s, self.keys[j].key, j) for j, s in enumerate(best) if s > 0 and j != self.none_key)
         return [(self.docs[best_doc[j]].entry if best_doc[j] >= 0 else self.keys[j], -s) for s, _, j in ranked]
 
+    def _semantic(self, question: str, best: list[float], best_doc: list[int]) -> tuple[list[float], list[int]]:
+        """The lexical scores scaled to the best key's 1.0, plus SEMANTIC_WEIGHT x each key's best cosine."""
+        import numpy as np
+
+        # elementwise, not a BLAS call: BLAS threads would fight llama.cpp's still-spinning ones for the CPUs
+        sims = (self.vectors * self.embedder.embed_question(question)).sum(axis=1)
+        top = max((s for j, s in enumerate(best) if j != self.none_key), default=0.0) or 1.0
+        scores = np.asarray(best) / top
+        key_of = np.asarray(self.key_of)
+        cos = np.full(len(self.keys), -1.0)
+        np.maximum.at(cos, key_of, sims)
+        fused = scores + SEMANTIC_WEIGHT * np.clip(cos, 0.0, None)
+        # a key found only by meaning stands on its closest document
+        order = np.lexsort((-sims, key_of))
+        first = order[np.r_[True, key_of[order][1:] != key_of[order][:-1]]]
+        docs = list(best_doc)
+        for i in first:
+            if docs[key_of[i]] < 0:
+                docs[key_of[i]] = int(i)
+        return [float(x) for x in fused], docs
+
 
 # -- documents -------------------------------------------------------------------------------------------
+
+
+def embed_text(text: str) -> str:
+    """A document's text as the embedder reads it: slots as their bare names ("tell {name} {msg}" -> "tell name
+    msg"), which read as words where braces would not."""
+    return " ".join(_SLOT.sub(r"\1", text).split())
 
 
 def _neutral(phrase: str) -> str:
@@ -278,13 +314,14 @@ def build_docs(
         entry = entries[cmd.name] = Entry("command", cmd.name, command_line(cmd))
         names = " ".join(n[1:] for n in cmd.names)
         args = re.sub(r"[<>\[\]|]", " ", cmd.usage[len(cmd.name):])
-        add(entry, f"{names} {cmd.description} {args}")
+        text = f"{names} {cmd.description} {args}"
+        add(entry, text, phrase=" ".join(text.split()))
     relay = entries["relay"] = Entry("relay", "relay", relay_line)
-    add(relay, f"relay {catalog.relay_description}")
+    add(relay, f"relay {catalog.relay_description}", phrase=f"relay {catalog.relay_description}")
     plain: dict[str, Entry] = {}
     for word, what in catalog.plain_words.items():
         plain[word] = Entry("fact", word, f"{word} (plain word, no slash): {what}")
-        add(plain[word], f"{word} {what}")
+        add(plain[word], f"{word} {what}", phrase=f"{word} {what}")
     for topic in load_facts().topics.values():
         for i, item in enumerate(topic.items):
             entry = Entry("fact", topic.id, fact_line(topic, item))
