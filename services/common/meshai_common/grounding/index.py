@@ -3,7 +3,8 @@
 Each document is one short text (a catalog entry, one bank phrasing, one fact question) that points at a
 key: a command, "relay", or a facts topic. A question is scored against every document with BM25 over
 stemmed words (misspelled words are first corrected to a known word one edit away) fused with a character
-3-gram cosine, and each key takes the score of its best document.
+3-gram cosine, and each key takes the score of its best document. An index built with an embedder (semantic
+grounding, catalog-v6) also adds each key's best sentence-embedding cosine to that score.
 """
 
 from __future__ import annotations
