@@ -38,6 +38,12 @@ def env(name: str, default: str | None = None) -> str:
     raise ConfigError(f"environment variable {name} is not set" + (f": {hint}" if hint else ""))
 
 
+def cache_dir() -> Path:
+    """Where converted models (llama.cpp's converter, the base GGUF, the sentence-embedding GGUF) are kept:
+    $MESHAI_CACHE_DIR, else ~/.cache/meshai. Whatever writes one and whatever reads it ask here."""
+    return Path(os.environ.get("MESHAI_CACHE_DIR", "").strip() or Path.home() / ".cache" / "meshai")
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:

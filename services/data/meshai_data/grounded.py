@@ -68,7 +68,7 @@ def retrieved(user_text: str, version: str | None = None) -> list[Hit]:
     """The hits `ground_prompt` retrieves for a user turn as `version` (default: grounding_version()) does:
     its question, and its history when it has one."""
     v = VERSIONS[version or grounding_version()]
-    return retrieve_for(user_text, v.lines, v.semantic)
+    return retrieve_for(user_text, v.lines, v.semantic, v.fused_docs)
 
 
 def ground(examples: Iterable[Example], version: str | None = None) -> tuple[list[Example], Counter]:

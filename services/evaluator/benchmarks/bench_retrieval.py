@@ -19,6 +19,10 @@ Two question sets:
   against the full index, and with the test examples' own template groups held out of the index (the
   figure that says how the index generalizes to phrasings it has never seen).
 
+- the facts' own asks, in BANK_FOLDS folds: each held out of the index and asked; counted right when the
+  first hit is its topic, and again when its line is the answer of the very item asked about (what the model
+  copies). With --semantic the item is chosen twice: by words (catalog-v6) and by words and meaning (catalog-v7).
+
 - the question bank itself, in BANK_FOLDS folds by template group: each fold's phrasings (slots filled with
   the bank's own values, seeded) asked of an index built without that fold's groups. Hundreds of phrasings the
   index has never seen, against the test split's few dozen: the figure to tune retrieval on, with the suite
@@ -30,7 +34,7 @@ latency per query, and the Context block's size: lines kept under the token budg
 embedded model's tokenizer when llama-cpp-python is installed. Exit code 1 when the suite's top-4 command
 recall is under the goal (97 %).
 
---semantic asks indexes with sentence vectors (grounding catalog-v6); --semantic-weights also prints the held-out
+--semantic asks indexes with sentence vectors (grounding catalog-v6 and v7); --semantic-weights also prints the held-out
 rows (suite without near-copies, bank folds) at each SEMANTIC_WEIGHT given, the way the weight was chosen.
 """
 
@@ -188,6 +192,26 @@ def bank_fold_results(seed: int = 7, semantic: bool = False) -> Result:
                   [m for r in parts for m in r.misses])
 
 
+def fact_item_results(semantic: bool = False, fused_docs: bool = False) -> tuple[int, float, float]:
+    """(asks, topic right %, item right %): every fact ask asked of an index without its fold of fact asks."""
+    from meshai_common.meshmaster import load_facts
+
+    n = topic_right = item_right = 0
+    for fold in range(BANK_FOLDS):
+        index = build_index(lambda d, f=fold: not d.group.startswith("fact:") or _fold(d.group) != f, semantic)
+        for topic in load_facts().topics.values():
+            for i, item in enumerate(topic.items):
+                for j, ask in enumerate(item.asks):
+                    if _fold(f"fact:{topic.id}:{i}:{j}") != fold:
+                        continue
+                    hits = retrieve_from(index, ask, 1, fused_docs=fused_docs)
+                    n += 1
+                    if hits and hits[0].key == topic.id:
+                        topic_right += 1
+                        item_right += item.answer in hits[0].line
+    return n, topic_right / max(n, 1) * 100, item_right / max(n, 1) * 100
+
+
 def near_copy_groups(items: Sequence[Item]) -> set[str]:
     """Groups of the indexed phrasings (bank, glossary, fact asks) that the data service's decontamination
     would call a near-copy of one of these questions: left out of the index, the suite's figure is the one of
@@ -299,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--min-pairs", type=int, default=4000, help="pairs to prepare when no --data-dir (default 4000)")
     ap.add_argument("--show-misses", action="store_true", help="print each question whose top hit is wrong")
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--semantic", action="store_true", help="indexes with sentence vectors (catalog-v6)")
+    ap.add_argument("--semantic", action="store_true", help="indexes with sentence vectors (catalog-v6, v7)")
     ap.add_argument("--semantic-weights", help="comma-separated SEMANTIC_WEIGHT values to sweep (held-out rows)")
     args = ap.parse_args(argv)
     sem = args.semantic or bool(args.semantic_weights)
@@ -342,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     heldout_index = build_index(lambda d: d.group not in held, sem)
     results.append(score("test split (phrasing held out)", split, lambda q, h: retrieve_from(heldout_index, q, 4, h)))
     results.append(bank_fold_results(semantic=sem))
+    facts = [("words" if not sem else "catalog-v6, item by words", fact_item_results(sem))]
+    if sem:
+        facts.append(("catalog-v7, item by words and meaning", fact_item_results(sem, fused_docs=True)))
 
     budget_report([*items, *split])
     for r in results:
@@ -349,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.show_misses:
             for q, labels, keys in r.misses:
                 print(f"    miss: {q!r} want {'/'.join(labels)} got {keys}")
+    for name, (n, topic, item) in facts:
+        print(f"fact asks ({BANK_FOLDS} folds held out, {name}): n={n} topic first {topic:5.1f}%  item first {item:5.1f}%")
     if args.json:
         args.json.write_text(json.dumps([{"name": r.name, "n": r.n, "recall": r.recall, "mean_ms": r.mean_ms,
                                           "p99_ms": r.p99_ms} for r in results], indent=2))

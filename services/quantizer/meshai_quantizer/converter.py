@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from meshai_common.config import cache_dir
 from meshai_common.errors import InvalidInput, Unavailable
 
 WANTED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -87,8 +88,8 @@ def ensure_converter(cache_dir: Path) -> Path:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MESHAI_CONVERTER_DIR") or os.environ.get("MESHAI_CACHE_DIR")
-                or Path.home() / ".cache" / "meshai")
+    """The converter's folder: $MESHAI_CONVERTER_DIR, else the project's model cache (config.cache_dir)."""
+    return Path(os.environ.get("MESHAI_CONVERTER_DIR") or cache_dir())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,9 @@ import os
 import sys
 from pathlib import Path
 
+from meshai_common.config import cache_dir
 from meshai_common.errors import MeshAIError, NotFound
 from meshai_common.grounding.semantic import EMBEDDER_FILE, EMBEDDER_PACKAGE, Embedder
-from meshai_quantizer.converter import default_cache_dir
 from meshai_quantizer.quantize import convert_to_gguf
 
 
@@ -52,7 +52,8 @@ def ensure_embedder(cache_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="convert the sentence-embedding model semantic grounding uses")
-    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    # where semantic.embedder_path() looks (MESHAI_CONVERTER_DIR is the converter's alone)
+    parser.add_argument("--cache-dir", type=Path, default=cache_dir())
     args = parser.parse_args(argv)
     print(ensure_embedder(args.cache_dir))
     return 0

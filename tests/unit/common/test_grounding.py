@@ -133,6 +133,17 @@ def test_unknown_slash_word_comes_first_and_points_to_help():
     assert all(h.kind != "unknown" for h in hits[1:])
 
 
+def test_catalog_v7_opens_an_unknown_words_line_with_the_word_and_grounds_its_own_prompt_once():
+    hit = retrieve("how does /nuke work")[0]
+    assert context_lines([hit], "catalog-v6") == ["not a command: nuke; /help lists the commands"]
+    assert context_lines([hit], "catalog-v7") == ["nuke is not a command; /help lists the commands"]
+    prompt = with_context("Question: does /nuke work\nAnswer:", context_lines([hit], "catalog-v7"))
+    # the line is grounding's own, not history: asked again, retrieval sees the same question alone
+    parsed = parse_meshmaster_prompt(prompt)
+    assert parsed is not None and parsed.context == ("nuke is not a command; /help lists the commands",)
+    assert retrieve(parsed.question, 4, parsed.context) == retrieve(parsed.question, 4)
+
+
 def test_named_real_command_is_retrieved_under_its_canonical_name():
     hits = retrieve("what does /checkmail do")
     assert (hits[0].kind, hits[0].key) == ("command", "/c")

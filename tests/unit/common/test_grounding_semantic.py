@@ -31,6 +31,9 @@ def test_a_missing_embedding_model_is_refused_when_the_model_loads(tmp_path, mon
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(Unavailable, match=r"all-minilm-l6-v2-f16.gguf.*python -m meshai_quantizer.embedder"):
         semantic.embedder_path()
+    (tmp_path / "embedder").mkdir()
+    (tmp_path / "embedder" / semantic.EMBEDDER_FILE).write_bytes(b"GGUF")
+    assert semantic.embedder_path() == tmp_path / "embedder" / semantic.EMBEDDER_FILE  # where the converter writes
     assert resolve_grounder("catalog-v5") is not None  # a lexical model needs none
 
 
@@ -38,6 +41,19 @@ def test_documents_are_embedded_as_words():
     assert embed_text("tell {name} {msg}  now") == "tell name msg now"
     docs = build_index().docs
     assert all(d.text for d in docs)  # every document has a text to embed, the catalog's included
+
+
+def test_only_the_latest_vector_files_are_kept(tmp_path):
+    import os
+
+    for i in range(semantic.VECTOR_FILES + 3):
+        (tmp_path / f"{i:02d}.npy").write_bytes(b"x")
+        os.utime(tmp_path / f"{i:02d}.npy", (1000 + i, 1000 + i))
+    (tmp_path / "00.77.tmp.npy").write_bytes(b"x")  # another process's file being written
+    os.utime(tmp_path / "00.77.tmp.npy", (1, 1))
+    semantic._prune(tmp_path)
+    left = sorted(p.name for p in tmp_path.glob("*.npy"))
+    assert left == ["00.77.tmp.npy", *[f"{i:02d}.npy" for i in range(3, semantic.VECTOR_FILES + 3)]]
 
 
 @pytest.mark.slow

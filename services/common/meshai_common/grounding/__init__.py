@@ -18,7 +18,8 @@ Context lines (short, so the model can copy a command and its arguments):
     cmd /m <mailbox> <message>: send mail; a new mailbox asks Y/N, then an optional PIN
     relay: no command; DM me '<shortname> <message>'; their next plain DM comes back to you
     fact: SNR is signal-to-noise ratio in dB. Higher is better; ...
-    not a command: nuke; /help lists the commands     (catalog-v1..v3: "/nuke")
+    not a command: nuke; /help lists the commands     (catalog-v1..v3: "/nuke"; catalog-v7: "nuke is not a
+                                                       command; /help lists the commands", as the reply opens)
 The block added for one question stays within `CONTEXT_BUDGET_TOKENS` as `estimate_tokens` counts it (an
 estimate that errs high for the embedded SmolLM2 tokenizer): lines past the budget are left out.
 
@@ -41,7 +42,7 @@ from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_wo
 from meshai_common.meshmaster.catalog import Command, FactItem, Topic
 from meshai_common.prompts import meshmaster_prompt, parse_meshmaster_prompt, question_of
 
-GROUNDING_VERSION = "catalog-v6"  # what new training data is grounded with (MESHAI_TRAIN_GROUNDING overrides)
+GROUNDING_VERSION = "catalog-v7"  # what new training data is grounded with (MESHAI_TRAIN_GROUNDING overrides)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class Version:
     bare_unknown: bool = False  # "not a command: setname" (as the reply must write it) instead of "/setname"
     named_relay: bool = False  # the relay line names the node the question names: "DM me 'PETE <message>'"
     semantic: bool = False  # retrieval adds sentence-embedding similarity to the lexical score (semantic.py)
+    fused_docs: bool = False  # a fact's answer is its best item by words and meaning (semantic), not words alone
+    word_first: bool = False  # "nuke is not a command; ..." (the reply's own opening) instead of "not a command: nuke"
 
 
 # v2 kept the best two lines: a model trained to trust the first line gains little from a third and fourth, and
@@ -63,6 +66,9 @@ class Version:
 # it), and from "/setname" the model wrote "set name" or "frequency" for "/freq" instead of copying the word.
 # v5 also puts the node a relay question names into the relay line, so the model copies the DM form whole.
 # v6 retrieves by meaning as well as by words (the line the model copies is right more often; README).
+# v7 also picks a fact topic's item by words and meaning: the answer shown is the one asked about more often
+# (held-out fact asks: right item 68.8 -> 73.5 %), and writes an unknown word's line as the reply opens ("nuke is
+# not a command"): from "not a command: nuke" a briefly trained model wrote "not a command." and lost the word.
 VERSIONS = {
     "catalog-v1": Version(4),
     "catalog-v2": Version(2),
@@ -70,6 +76,7 @@ VERSIONS = {
     "catalog-v4": Version(1, bare_unknown=True),
     "catalog-v5": Version(1, bare_unknown=True, named_relay=True),
     "catalog-v6": Version(1, bare_unknown=True, named_relay=True, semantic=True),
+    "catalog-v7": Version(1, bare_unknown=True, named_relay=True, semantic=True, fused_docs=True, word_first=True),
 }
 DEFAULT_LINES = VERSIONS[GROUNDING_VERSION].lines
 CONTEXT_BUDGET_TOKENS = 90
@@ -122,7 +129,12 @@ def _fact_line(topic: Topic, item: FactItem) -> str:
     return f"fact: {item.answer}"
 
 
-def _unknown_line(word: str, bare: bool = False) -> str:
+_UNKNOWN_TAIL = " is not a command; /help lists the commands"
+
+
+def _unknown_line(word: str, bare: bool = False, word_first: bool = False) -> str:
+    if word_first:
+        return f"{word.lstrip('/')}{_UNKNOWN_TAIL}"
     return f"not a command: {word.lstrip('/') if bare else word}; /help lists the commands"
 
 
@@ -151,15 +163,17 @@ def _index(semantic: bool = False) -> Index:
     return build_index(semantic=semantic)
 
 
-def retrieve(question: str, k: int = 4, history: Sequence[str] = (), semantic: bool = False) -> list[Hit]:
+def retrieve(question: str, k: int = 4, history: Sequence[str] = (), semantic: bool = False,
+             fused_docs: bool = False) -> list[Hit]:
     """The k entries that best fit `question`, best first, one per key. Deterministic; index built once.
 
     history: the prompt's Context lines ("<shortname>: <text>", oldest first). The latest ones lend their
     words, at a lower weight, to a question that leans on them ("how do i read it" after "left u mail in
     camp"), and a slash word in them that is no command gets its "unknown" hit after the question's own.
     semantic: rank by meaning as well as words (catalog-v6 on); loads the sentence-embedding model once.
+    fused_docs: with semantic, a fact's line is the answer of its best item by words and meaning (catalog-v7).
     """
-    return retrieve_from(_index(semantic), question, k, history)
+    return retrieve_from(_index(semantic), question, k, history, fused_docs)
 
 
 def build_index(keep: Callable[[Doc], bool] | None = None, semantic: bool = False) -> Index:
@@ -174,7 +188,8 @@ def build_index(keep: Callable[[Doc], bool] | None = None, semantic: bool = Fals
     return Index([d for d in docs if keep is None or keep(d)], frame_terms(), embedder)
 
 
-def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str] = ()) -> list[Hit]:
+def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str] = (),
+                  fused_docs: bool = False) -> list[Hit]:
     """`retrieve` against a given index."""
     if k <= 0 or not question.strip():
         return []
@@ -203,7 +218,7 @@ def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str
     for line in reversed(recent):
         for word in unknown_slash_words(line):
             add(Hit("unknown", word.lower(), _unknown_line(word.lower()), _UNKNOWN_SCORE))
-    for entry, score in index.search(question, recent):
+    for entry, score in index.search(question, recent, fused_docs):
         if len(hits) >= k:
             break
         name = relay_name(index, question, history) if entry.kind == "relay" else ""
@@ -232,7 +247,7 @@ _GROUNDING_PREFIXES = ("cmd /", "relay: ", "fact: ", "not a command: ")
 
 def _is_grounding_line(line: str) -> bool:
     """A Context line this module wrote (so grounding a grounded prompt sees the same history)."""
-    return line.startswith(_GROUNDING_PREFIXES) or "(plain word, no slash)" in line
+    return line.startswith(_GROUNDING_PREFIXES) or "(plain word, no slash)" in line or line.endswith(_UNKNOWN_TAIL)
 
 
 def _split_history(line: str) -> tuple[str, str]:
@@ -255,7 +270,7 @@ def context_lines(hits: Sequence[Hit], version: str = GROUNDING_VERSION) -> list
     for hit in hits:
         line = hit.line
         if hit.kind == "unknown":
-            line = _unknown_line(hit.key, v.bare_unknown)
+            line = _unknown_line(hit.key, v.bare_unknown, v.word_first)
         elif hit.kind == "relay" and v.named_relay and hit.name:
             line = _relay_line(hit.name)
         cost = estimate_tokens(line + "\n")
@@ -289,19 +304,19 @@ def with_context(user_text: str, lines: Sequence[str]) -> str:
     return user_text[:q_at] + f"Context:\n{added}\n\n" + user_text[q_at:]
 
 
-def retrieve_for(user_text: str, k: int = 4, semantic: bool = False) -> list[Hit]:
+def retrieve_for(user_text: str, k: int = 4, semantic: bool = False, fused_docs: bool = False) -> list[Hit]:
     """The hits for a user turn: its question and, for a Mesh-Master prompt, its history lines."""
     parsed = parse_meshmaster_prompt(user_text)
     if parsed is None:
-        return retrieve(question_of(user_text), k, semantic=semantic)
-    return retrieve(parsed.question, k, parsed.context, semantic=semantic)
+        return retrieve(question_of(user_text), k, semantic=semantic, fused_docs=fused_docs)
+    return retrieve(parsed.question, k, parsed.context, semantic=semantic, fused_docs=fused_docs)
 
 
 def ground_prompt(user_text: str, version: str = GROUNDING_VERSION) -> str:
     """user_text with the catalog lines that fit its question (and recent history) added to its Context, as
     grounding `version` builds them."""
     v = VERSIONS[version]
-    return with_context(user_text, context_lines(retrieve_for(user_text, v.lines, v.semantic), version))
+    return with_context(user_text, context_lines(retrieve_for(user_text, v.lines, v.semantic, v.fused_docs), version))
 
 
 def grounder_for(version: str) -> Callable[[str], str]:

