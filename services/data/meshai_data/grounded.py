@@ -31,7 +31,7 @@ from meshai_common.grounding import (
     VERSIONS,
     Hit,
     context_lines,
-    retrieve_for,
+    version_hits,
     with_context,
 )
 from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_words
@@ -67,8 +67,7 @@ def gold_key(ex: Example) -> str | None:
 def retrieved(user_text: str, version: str | None = None) -> list[Hit]:
     """The hits `ground_prompt` retrieves for a user turn as `version` (default: grounding_version()) does:
     its question, and its history when it has one."""
-    v = VERSIONS[version or grounding_version()]
-    return retrieve_for(user_text, v.lines, v.semantic, v.fused_docs)
+    return version_hits(user_text, version or grounding_version())
 
 
 def ground(examples: Iterable[Example], version: str | None = None) -> tuple[list[Example], Counter]:

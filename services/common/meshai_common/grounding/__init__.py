@@ -97,6 +97,7 @@ __all__ = [
     "retrieve",
     "relay_name",
     "retrieve_from",
+    "version_hits",
     "with_context",
 ]
 
@@ -312,11 +313,16 @@ def retrieve_for(user_text: str, k: int = 4, semantic: bool = False, fused_docs:
     return retrieve(parsed.question, k, parsed.context, semantic=semantic, fused_docs=fused_docs)
 
 
+def version_hits(user_text: str, version: str = GROUNDING_VERSION) -> list[Hit]:
+    """The hits grounding `version` retrieves for a user turn (as many as it shows, ranked and picked its way)."""
+    v = VERSIONS[version]
+    return retrieve_for(user_text, v.lines, v.semantic, v.fused_docs)
+
+
 def ground_prompt(user_text: str, version: str = GROUNDING_VERSION) -> str:
     """user_text with the catalog lines that fit its question (and recent history) added to its Context, as
     grounding `version` builds them."""
-    v = VERSIONS[version]
-    return with_context(user_text, context_lines(retrieve_for(user_text, v.lines, v.semantic, v.fused_docs), version))
+    return with_context(user_text, context_lines(version_hits(user_text, version), version))
 
 
 def grounder_for(version: str) -> Callable[[str], str]:
