@@ -168,3 +168,19 @@ def test_a_grounded_reply_may_name_only_the_commands_put_in_front_of_the_model(p
     assert grounded.accepts("Send /nodes to list them, or /help.")
     assert not grounded.accepts("Send /blackjack to play.")  # real, but not what was retrieved
     assert not grounded.accepts("Send /deletemesh")
+
+
+def test_a_reply_may_echo_the_prompts_own_unknown_word_and_nothing_else(probe: GrammarProbe) -> None:
+    from meshai_common.inference.command_grammar import echo_words
+
+    assert echo_words("tried /SOS and /nodes, then km/h and /sos again") == ("SOS", "sos")
+    assert echo_words("how do I see nodes? /nodes") == ()
+    echoing = GrammarProbe(probe.llama, command_grammar(load_catalog().names, echo_words("what does /sos do?")))
+    assert echoing.accepts("/sos is not a command. Send /help for the real commands.")
+    assert echoing.accepts("Use /nodes.")
+    assert not echoing.accepts("/sosx is not a command")  # a longer word is still invented
+    assert not echoing.accepts("/deletemesh")
+    assert not probe.accepts("/sos is not a command.")  # without the prompt's word: forbidden as before
+    with pytest.raises(ValueError, match="echo word"):
+        command_grammar(["/nodes"], ["dé"])
+    assert "echo ::=" not in command_grammar(["/nodes"], ["NODES"])  # a real name is a command, not an echo

@@ -128,6 +128,41 @@ def test_an_unfinished_command_is_dropped_from_a_cut_reply(script: list[str], ex
     assert raw.text == "".join(script).strip()  # without the grammar the text is left as generated
 
 
+@pytest.mark.parametrize("script", [
+    ["/", "sos", " is not a command.", " Send /help."],
+    ["/sos is", " not a command.", " Send /help."],
+    ["/s", "os", " is", " not a command. Send", " /", "help."],
+])
+def test_an_echoed_unknown_word_reaches_the_user_without_its_slash(script: list[str]) -> None:
+    core = GenerationCore(Replay(script))
+    prep = core.prepare(GenerationRequest(prompt=meshmaster_prompt("/sos?")))
+    assert prep.echo == ("sos",) and 'echo ::= "sos"' in (prep.command_grammar or "")
+    events = list(core.run(prep))
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    result = events[-1]
+    assert isinstance(result, GenerationResult)
+    assert "".join(deltas) + result.tail == result.text == "sos is not a command. Send /help."
+    assert not any(d.endswith("/") or d.endswith("/s") for d in deltas)  # a slash is never sent ahead of its word
+    assert unknown_slash_words(result.text) == []
+    plain = GenerationCore(Replay(script))  # a prompt without the word: nothing to echo, text as generated
+    assert plain.prepare(GenerationRequest(prompt="hi")).echo == ()
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ("/sos/ x", "/sos/ x"),  # not a slash word (a path): left alone
+    ("km/sos", "km/sos"),  # glued: not a slash word
+    ("/sosx now", "/sosx now"),  # another word (the grammar forbids it; the filter does not guess)
+    ("see /SOS.", "see SOS."),
+    ("(/sos)", "(sos)"),
+])
+def test_echo_slashes_drop_only_the_slash_of_an_echo_word(reply: str, expected: str) -> None:
+    from meshai_common.inference.core import EchoSlashes
+
+    for cut in range(len(reply) + 1):  # the same text whatever the pieces
+        echo = EchoSlashes(("sos",))
+        assert echo.feed(reply[:cut]) + echo.feed(reply[cut:]) + echo.flush() == expected, cut
+
+
 def test_modelfile_defaults_budget_and_system() -> None:
     mf = Modelfile(system="Be brief.", parameters={"temperature": 0.2, "max_chunks": 1, "chunk_bytes": 40})
     backend = Replay(["word "] * 60)

@@ -16,6 +16,7 @@ Nothing here is thread-safe per backend: a caller runs one generation at a time 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +24,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from meshai_common.errors import InvalidInput, Unavailable
-from meshai_common.inference.command_grammar import catalog_command_grammar, grounded_command_grammar
+from meshai_common.inference.command_grammar import (
+    catalog_command_grammar,
+    echo_words,
+    grounded_command_grammar,
+)
 from meshai_common.inference.template import ChatTemplate, render_request
 from meshai_common.inference.types import (
     BOT_REPLY_SUFFIX,
@@ -88,7 +93,6 @@ class GenerationCore:
         self.grounder = grounder
         source = backend.chat_template_source
         self.chat_template = ChatTemplate(source, backend.bos_text, backend.eos_text) if source else None
-        self.command_grammar = catalog_command_grammar() if self.settings.constrain_commands else None
 
     @property
     def n_ctx(self) -> int:
@@ -146,19 +150,18 @@ class GenerationCore:
             max_tokens = min(max_tokens, self.settings.max_predict)
         if max_tokens < 1:
             raise InvalidInput(f"the prompt ({len(tokens)} tokens) leaves no room in the {n_ctx}-token context")
-        radio = budget.enabled and req.format is None
+        constrained = self.settings.constrain_commands and budget.enabled and req.format is None
         return PreparedRequest(prompt=prompt, tokens=tokens, params=params, budget=budget, max_tokens=max_tokens,
                                grammar_spec=req.format, truncated=truncated,
-                               command_grammar=self._command_grammar(req, prompt) if radio else None)
+                               command_grammar=self._command_grammar(req, prompt) if constrained else None,
+                               echo=echo_words(prompt) if constrained else ())
 
-    def _command_grammar(self, req: GenerationRequest, prompt: str) -> str | None:
+    def _command_grammar(self, req: GenerationRequest, prompt: str) -> str:
         """The catalog's commands; for a grounded prompt only the commands grounding put in front of the model
-        (and /help, /menu): what the model was trained to choose from."""
-        if self.command_grammar is None:
-            return None
+        (and /help, /menu): what the model was trained to choose from. Both with the prompt's echo words."""
         if self._grounds(req):
             return grounded_command_grammar(prompt)
-        return self.command_grammar
+        return catalog_command_grammar(echo_words(prompt))
 
     def run(self, prep: PreparedRequest, cancel: threading.Event | None = None,
             backend: TokenBackend | None = None) -> Iterator[TextDelta | GenerationResult]:
@@ -173,12 +176,14 @@ class GenerationCore:
         stream = (BudgetStream.for_chunks(budget.chunk_bytes, budget.max_chunks, suffix=budget.suffix)
                   if prep.radio else BudgetStream.unlimited())
         stops = StopScanner(prep.params.stop)
+        echoes = EchoSlashes(prep.echo)
         progress = DecodeProgress()
         leading = prep.radio  # radio replies do not start with whitespace
         hit = False
 
         def push(text: str) -> Iterator[TextDelta]:
             nonlocal leading
+            text = echoes.feed(text)
             if leading:
                 text = text.lstrip()
                 leading = not text
@@ -205,6 +210,8 @@ class GenerationCore:
             pieces.close()
         if not hit and not stream.over_budget and progress.reason != "cancelled":
             yield from push(stops.flush())
+        if not stream.over_budget and progress.reason != "cancelled":
+            yield from push(echoes.flush())
         if stream.over_budget:
             progress.reason = "length"
         t_end = time.perf_counter_ns()
@@ -234,6 +241,52 @@ def drop_unfinished_command(text: str, tail: str) -> tuple[str, str]:
     if len(kept) < sent:
         return text, tail
     return kept, kept[sent:]
+
+
+# A word-start "/" and the letters after it at the end of streamed text: a slash word that may still grow.
+_OPEN_SLASH_WORD = re.compile(r"(?<![\w/\\.:~<@#-])/\w*\Z")
+
+
+class EchoSlashes:
+    """Drops the slash of an echo word in streamed text ("/sos is not a command" -> "sos is not a command").
+
+    The command grammar lets a reply repeat the prompt's own unknown slash words (`command_grammar.echo_words`)
+    so that a model copying "/sos" from the question is not pushed to another command; the reply the user gets
+    names the word without the slash. Text from a word-start "/" is held until its word ends, so nothing sent
+    has to be taken back. With no echo words, text passes unchanged."""
+
+    def __init__(self, echo: tuple[str, ...]) -> None:
+        self.echo = frozenset(w.lower() for w in echo)
+        self.before = ""  # the last character released: a "/" after a letter or mark starts no word
+        self.buf = ""
+
+    def feed(self, text: str) -> str:
+        if not self.echo:
+            return text
+        self.buf += text
+        open_word = _OPEN_SLASH_WORD.search(self.before + self.buf)
+        hold = len(self.before) + len(self.buf) - open_word.start() if open_word else 0
+        hold = min(hold, len(self.buf))
+        ready, self.buf = self.buf[:len(self.buf) - hold], self.buf[len(self.buf) - hold:]
+        return self._release(ready)
+
+    def flush(self) -> str:
+        ready, self.buf = self.buf, ""
+        return self._release(ready)
+
+    def _release(self, ready: str) -> str:
+        if not ready:
+            return ""
+        text = self.before + ready
+        out = []
+        last = len(self.before)
+        for m in slash_word_matches(text):
+            if m.start() >= len(self.before) and m.group(1).lower() in self.echo:
+                out.append(text[last:m.start()])
+                last = m.start() + 1  # the word, without its slash
+        out.append(text[last:])
+        self.before = ready[-1]
+        return "".join(out)
 
 
 class StopScanner:

@@ -93,6 +93,8 @@ class PreparedRequest:
     truncated: bool
     # GBNF that keeps a radio reply to real commands (None: unconstrained, or a `format` grammar applies).
     command_grammar: str | None = None
+    # Unknown slash words of the prompt the grammar lets the reply echo; the core drops their slash.
+    echo: tuple[str, ...] = ()
 
     @property
     def radio(self) -> bool:
