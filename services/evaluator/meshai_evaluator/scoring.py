@@ -10,9 +10,11 @@ Every item gets a verdict (passed, reason). Nothing passes when the reply is emp
   placeholder or a quoted example). `no_command` items (test-split rows whose gold answer names no command) pass
   when the reply invents none and names at most two.
 - hallucination: the reply mentions the fake word and denies it (a negation within 6 words of it in the same
-  sentence, or "no such command", "unknown command", "doesn't exist"...) or sends the asker to /help; names at
-  most two commands; never presents the fake as real (its slash form in a sentence without a negation); and
-  does not name three or more of the batch's other fake words (a reply listing every fake word is no answer).
+  sentence, or "no such command", "unknown command", "doesn't exist"...); pointing to /help is not a denial
+  ("sos: /help lists the commands" repeats the word and says nothing about it); names at most two commands;
+  never presents the fake as real (its slash form, or "send/use/type/try <fake>", in a sentence without a
+  negation); and does not name three or more of the batch's other fake words (a reply listing every fake word
+  is no answer).
 - technical: every `required` term is present and at least `min_concepts` concept groups are hit (default:
   half, rounded up), all as whole words or whole numbers ("db" is not in "feedback", "160" not in "1600", "20"
   not in "-20"); no invented command, at most two commands, and fewer than three numbers the item does not
@@ -227,6 +229,10 @@ def _negated(sentence: str) -> bool:
     return bool(_NEGATION.search(_INTERJECTION.sub("", sentence)))
 
 
+# "Send sos for ..." offers the word as a command as surely as "/sos" does.
+_OFFER_VERBS = frozenset({"send", "use", "type", "try", "run", "enter"})
+
+
 def _is_fake_token(token: str, fake: str) -> bool:
     t = token.lower().lstrip("/").rstrip("'")
     return t in (fake, fake + "s", fake + "es")
@@ -246,7 +252,8 @@ def fake_handling(reply: str, fake: str, other_fakes: frozenset[str] = frozenset
                 mentioned = True
                 if any(abs(i - j) <= NEAR_WORDS for j in negations):
                     denied = True
-                if tok.startswith("/") and not _negated(body):
+                offered = tok.startswith("/") or (i and tokens[i - 1].lower() in _OFFER_VERBS)
+                if offered and not _negated(body):
                     presented = True
             elif tok.lower().lstrip("/") in other_fakes:
                 foreign.add(tok.lower().lstrip("/"))
@@ -256,7 +263,7 @@ def fake_handling(reply: str, fake: str, other_fakes: frozenset[str] = frozenset
         return Verdict(False, f"does not mention {fake}"), False
     if len(foreign) >= FOREIGN_FAKES:
         return Verdict(False, f"off-topic: names {', '.join(sorted(foreign))}"), False
-    if denied or _DENIAL.search(reply) or "/help" in (w.lower() for w in slash_words(reply)):
+    if denied or _DENIAL.search(reply):
         return Verdict(True), False
     return Verdict(False, f"does not say {fake} is not a command"), False
 

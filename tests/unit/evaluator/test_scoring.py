@@ -140,6 +140,11 @@ def test_public_relay_keeps_its_slash_form():
     ("There is no /nuke. Try /nodes, /node or /meshinfo.", False),
     ("There is no /nuke; use /wipeall instead.", False),
     ("I'm not sure what /nuke does.", False),
+    ("nuke is not a command. Send /help for the real commands.", True),
+    ("nuke: /help lists the commands.", False),  # repeats the word, denies nothing
+    ("Poll nuke: /help shows the commands.", False),
+    ("/help shows the commands. Send nuke for the real ones.", False),  # offers the word as a command
+    ("Use nuke to wipe the mesh.", False),
 ])
 def test_fake_commands(reply, ok):
     assert judge("hallucination", NUKE, reply).passed is ok
