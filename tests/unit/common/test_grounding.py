@@ -144,6 +144,19 @@ def test_catalog_v7_opens_an_unknown_words_line_with_the_word_and_grounds_its_ow
     assert retrieve(parsed.question, 4, parsed.context) == retrieve(parsed.question, 4)
 
 
+def test_the_reply_opening_an_unknown_words_line_dictates():
+    from meshai_common.grounding import unknown_opening
+
+    hit = retrieve("how does /nuke work")[0]
+    v7 = with_context("Question: does /nuke work\nAnswer:", context_lines([hit], "catalog-v7"))
+    assert unknown_opening(v7) == "nuke is not a command"
+    # only catalog-v7's line opens as the reply does; older lines and ordinary questions dictate nothing
+    assert unknown_opening(with_context("Question: does /nuke work\nAnswer:", context_lines([hit], "catalog-v6"))) == ""
+    assert unknown_opening(with_context("Question: how do i see nodes\nAnswer:",
+                                        context_lines(retrieve("how do i see nodes", 1), "catalog-v7"))) == ""
+    assert unknown_opening("KJ5: sos is not a command; /help lists the commands") == ""  # a history line
+
+
 def test_named_real_command_is_retrieved_under_its_canonical_name():
     hits = retrieve("what does /checkmail do")
     assert (hits[0].kind, hits[0].key) == ("command", "/c")

@@ -184,3 +184,16 @@ def test_a_reply_may_echo_the_prompts_own_unknown_word_and_nothing_else(probe: G
     with pytest.raises(ValueError, match="echo word"):
         command_grammar(["/nodes"], ["dé"])
     assert "echo ::=" not in command_grammar(["/nodes"], ["NODES"])  # a real name is a command, not an echo
+
+
+def test_a_reply_may_be_made_to_open_with_given_words(probe: GrammarProbe) -> None:
+    opening = command_grammar(load_catalog().names, ("sos",), opening="sos is not a command")
+    assert opening.startswith('root ::= "sos is not a command" glued')
+    opened = GrammarProbe(probe.llama, opening)
+    assert opened.accepts("sos is not a command. Send /help for the real commands.")
+    assert opened.accepts("sos is not a command")
+    assert not opened.accepts("Send /help for the real commands.")
+    assert not opened.accepts("sos is not a command. Try /deletemesh")
+    for bad in ("sos /x", "two\nlines", "ends with a dot."):
+        with pytest.raises(ValueError, match="opening"):
+            command_grammar(["/nodes"], opening=bad)

@@ -163,6 +163,20 @@ def test_echo_slashes_drop_only_the_slash_of_an_echo_word(reply: str, expected: 
         assert echo.feed(reply[:cut]) + echo.feed(reply[cut:]) + echo.flush() == expected, cut
 
 
+def test_a_grounded_reply_opens_with_what_an_unknown_words_line_says() -> None:
+    def unknown_line(text: str) -> str:
+        return text.replace("Question:", "Context:\nsos is not a command; /help lists the commands\n\nQuestion:")
+
+    core = GenerationCore(Replay(["sos is not a command."]), grounder=unknown_line)
+    prep = core.prepare(GenerationRequest(prompt=meshmaster_prompt("/sos?")))
+    assert (prep.command_grammar or "").startswith('root ::= "sos is not a command" glued')
+    assert GenerationCore(Replay(["ok"]), grounder=grounded).prepare(
+        GenerationRequest(prompt=meshmaster_prompt("/sos?"))).command_grammar.startswith("root ::= free")
+    ungrounded = GenerationCore(Replay(["ok"]))  # a plain model's prompt carries no grounding line to follow
+    assert ungrounded.prepare(GenerationRequest(prompt=unknown_line(meshmaster_prompt("/sos?")))).command_grammar \
+        .startswith("root ::= free")
+
+
 def test_modelfile_defaults_budget_and_system() -> None:
     mf = Modelfile(system="Be brief.", parameters={"temperature": 0.2, "max_chunks": 1, "chunk_bytes": 40})
     backend = Replay(["word "] * 60)

@@ -97,6 +97,7 @@ __all__ = [
     "retrieve",
     "relay_name",
     "retrieve_from",
+    "unknown_opening",
     "version_hits",
     "with_context",
 ]
@@ -137,6 +138,18 @@ def _unknown_line(word: str, bare: bool = False, word_first: bool = False) -> st
     if word_first:
         return f"{word.lstrip('/')}{_UNKNOWN_TAIL}"
     return f"not a command: {word.lstrip('/') if bare else word}; /help lists the commands"
+
+
+_UNKNOWN_OPENING = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)" + re.escape(_UNKNOWN_TAIL) + r"$", re.M)
+
+
+def unknown_opening(grounded: str) -> str:
+    """What a reply to a grounded prompt must open with when grounding found the question's command word not in
+    the catalog ("sos is not a command"), else "". Only catalog-v7's line ("sos is not a command; /help lists
+    the commands") opens as the reply does; the command grammar then makes the reply open with it (the model
+    was trained to copy it, and a briefly trained one often wrote only "Send /help ..." and lost the word)."""
+    m = _UNKNOWN_OPENING.search(grounded)
+    return f"{m.group(1)}{_UNKNOWN_TAIL.split(';')[0]}" if m else ""
 
 
 def estimate_tokens(text: str) -> int:

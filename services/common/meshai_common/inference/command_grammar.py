@@ -29,6 +29,7 @@ flat): `free` (after a word-start character or at the start), `glued` (after a g
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -45,13 +46,14 @@ _ECHO = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 MAX_ECHO = 8  # echo words per prompt (a question names one or two; a pasted log may name many)
 
 
-def command_grammar(names: Iterable[str], echo: Iterable[str] = ()) -> str:
+def command_grammar(names: Iterable[str], echo: Iterable[str] = (), opening: str = "") -> str:
     """GBNF (root rule `root`) for free text in which a word-start "/" + letter is one of `names` or `echo`.
 
     names: command names with or without the slash, any case; each must be a letter then letters, digits
     or "_" (the catalog's own rule). A letter, digit or "_" never follows a name: that would be a longer,
     unknown word ("/nodesx"). echo: words without the slash, as the prompt writes them, that a reply may
-    repeat after a "/" so that the core can drop that slash (see the module docstring)."""
+    repeat after a "/" so that the core can drop that slash (see the module docstring). opening: text the
+    reply must start with (plain words: "sos is not a command"), then free text."""
     words = sorted({n.strip().lower().lstrip("/") for n in names})
     if not words:
         raise ValueError("no command names: the grammar would forbid every command")
@@ -62,9 +64,12 @@ def command_grammar(names: Iterable[str], echo: Iterable[str] = ()) -> str:
     for word in echoes:
         if not _ECHO.fullmatch(word):
             raise ValueError(f"echo word {word!r} is not a letter and letters, digits or '_'")
+    if opening and (not opening.isprintable() or "/" in opening or not opening[-1].isalnum()):
+        raise ValueError(f"opening {opening!r} must be printable words without a slash, ending in a letter or digit")
     slash = "command named | echo named | " if echoes else "command named | "
+    root = "root ::= " + (json.dumps(opening) + " glued" if opening else "free")  # GBNF strings escape as JSON's
     return "\n".join([
-        "root ::= free",
+        root,
         'free ::= ( plain free | glue glued | "/" slash )?',
         'glued ::= ( plain free | glue glued | "/" glued )?',
         f"slash ::= ( {slash}[0-9_] glued | {MARKS_OR_SLASH} glued | plain free )?",
@@ -109,11 +114,11 @@ def grounded_command_names(prompt: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=256)
-def _grounded_grammar(names: tuple[str, ...], echo: tuple[str, ...]) -> str:
-    return command_grammar(names, echo)
+def _grounded_grammar(names: tuple[str, ...], echo: tuple[str, ...], opening: str) -> str:
+    return command_grammar(names, echo, opening)
 
 
-def grounded_command_grammar(prompt: str) -> str:
-    """The command grammar limited to `grounded_command_names(prompt)`, with the prompt's echo words (cached
-    per set of names and echo words)."""
-    return _grounded_grammar(grounded_command_names(prompt), echo_words(prompt))
+def grounded_command_grammar(prompt: str, opening: str = "") -> str:
+    """The command grammar limited to `grounded_command_names(prompt)`, with the prompt's echo words, the reply
+    starting with `opening` (grounding.unknown_opening); cached per names, echo words and opening."""
+    return _grounded_grammar(grounded_command_names(prompt), echo_words(prompt), opening)

@@ -158,9 +158,12 @@ class GenerationCore:
 
     def _command_grammar(self, req: GenerationRequest, prompt: str) -> str:
         """The catalog's commands; for a grounded prompt only the commands grounding put in front of the model
-        (and /help, /menu): what the model was trained to choose from. Both with the prompt's echo words."""
+        (and /help, /menu): what the model was trained to choose from. Both with the prompt's echo words; a
+        grounded reply to a question whose command word grounding found unknown opens by saying so."""
         if self._grounds(req):
-            return grounded_command_grammar(prompt)
+            from meshai_common.grounding import unknown_opening  # a grounder exists: grounding is imported
+
+            return grounded_command_grammar(prompt, unknown_opening(prompt))
         return catalog_command_grammar(echo_words(prompt))
 
     def run(self, prep: PreparedRequest, cancel: threading.Event | None = None,
