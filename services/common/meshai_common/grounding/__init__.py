@@ -131,7 +131,8 @@ def _fact_line(topic: Topic, item: FactItem) -> str:
     return f"fact: {item.answer}"
 
 
-_UNKNOWN_TAIL = " is not a command; /help lists the commands"
+_UNKNOWN_DENIAL = " is not a command"  # how a reply about an unknown word opens, after the word
+_UNKNOWN_TAIL = _UNKNOWN_DENIAL + "; /help lists the commands"
 
 
 def _unknown_line(word: str, bare: bool = False, word_first: bool = False) -> str:
@@ -149,7 +150,7 @@ def unknown_opening(grounded: str) -> str:
     the commands") opens as the reply does; the command grammar then makes the reply open with it (the model
     was trained to copy it, and a briefly trained one often wrote only "Send /help ..." and lost the word)."""
     m = _UNKNOWN_OPENING.search(grounded)
-    return f"{m.group(1)}{_UNKNOWN_TAIL.split(';')[0]}" if m else ""
+    return m.group(1) + _UNKNOWN_DENIAL if m else ""
 
 
 def estimate_tokens(text: str) -> int:

@@ -118,7 +118,7 @@ def _grounded_grammar(names: tuple[str, ...], echo: tuple[str, ...], opening: st
     return command_grammar(names, echo, opening)
 
 
-def grounded_command_grammar(prompt: str, opening: str = "") -> str:
-    """The command grammar limited to `grounded_command_names(prompt)`, with the prompt's echo words, the reply
-    starting with `opening` (grounding.unknown_opening); cached per names, echo words and opening."""
-    return _grounded_grammar(grounded_command_names(prompt), echo_words(prompt), opening)
+def grounded_command_grammar(prompt: str, echo: tuple[str, ...] = (), opening: str = "") -> str:
+    """The command grammar limited to `grounded_command_names(prompt)`, with `echo` (the prompt's echo_words),
+    the reply starting with `opening` (grounding.unknown_opening); cached per names, echo words and opening."""
+    return _grounded_grammar(grounded_command_names(prompt), echo, opening)

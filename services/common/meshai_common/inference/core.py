@@ -151,20 +151,21 @@ class GenerationCore:
         if max_tokens < 1:
             raise InvalidInput(f"the prompt ({len(tokens)} tokens) leaves no room in the {n_ctx}-token context")
         constrained = self.settings.constrain_commands and budget.enabled and req.format is None
+        echo = echo_words(prompt) if constrained else ()
         return PreparedRequest(prompt=prompt, tokens=tokens, params=params, budget=budget, max_tokens=max_tokens,
                                grammar_spec=req.format, truncated=truncated,
-                               command_grammar=self._command_grammar(req, prompt) if constrained else None,
-                               echo=echo_words(prompt) if constrained else ())
+                               command_grammar=self._command_grammar(req, prompt, echo) if constrained else None,
+                               echo=echo)
 
-    def _command_grammar(self, req: GenerationRequest, prompt: str) -> str:
+    def _command_grammar(self, req: GenerationRequest, prompt: str, echo: tuple[str, ...]) -> str:
         """The catalog's commands; for a grounded prompt only the commands grounding put in front of the model
         (and /help, /menu): what the model was trained to choose from. Both with the prompt's echo words; a
         grounded reply to a question whose command word grounding found unknown opens by saying so."""
         if self._grounds(req):
             from meshai_common.grounding import unknown_opening  # a grounder exists: grounding is imported
 
-            return grounded_command_grammar(prompt, unknown_opening(prompt))
-        return catalog_command_grammar(echo_words(prompt))
+            return grounded_command_grammar(prompt, echo, unknown_opening(prompt))
+        return catalog_command_grammar(echo)
 
     def run(self, prep: PreparedRequest, cancel: threading.Event | None = None,
             backend: TokenBackend | None = None) -> Iterator[TextDelta | GenerationResult]:
