@@ -145,16 +145,40 @@ def test_catalog_v7_opens_an_unknown_words_line_with_the_word_and_grounds_its_ow
 
 
 def test_the_reply_opening_an_unknown_words_line_dictates():
-    from meshai_common.grounding import unknown_opening
+    from meshai_common.grounding import reply_opening
 
     hit = retrieve("how does /nuke work")[0]
     v7 = with_context("Question: does /nuke work\nAnswer:", context_lines([hit], "catalog-v7"))
-    assert unknown_opening(v7) == "nuke is not a command"
-    # only catalog-v7's line opens as the reply does; older lines and ordinary questions dictate nothing
-    assert unknown_opening(with_context("Question: does /nuke work\nAnswer:", context_lines([hit], "catalog-v6"))) == ""
-    assert unknown_opening(with_context("Question: how do i see nodes\nAnswer:",
-                                        context_lines(retrieve("how do i see nodes", 1), "catalog-v7"))) == ""
-    assert unknown_opening("KJ5: sos is not a command; /help lists the commands") == ""  # a history line
+    assert reply_opening(v7) == "nuke is not a command"
+    # only catalog-v7's line opens as the reply does; older lines and command lines dictate nothing
+    assert reply_opening(with_context("Question: does /nuke work\nAnswer:", context_lines([hit], "catalog-v6"))) == ""
+    assert reply_opening(with_context("Question: how do i see nodes\nAnswer:",
+                                      context_lines(retrieve("how do i see nodes", 1), "catalog-v7"))) == ""
+    history = meshmaster_prompt("is that right", ["KJ5: sos is not a command; /help lists the commands"])
+    assert reply_opening(history) == ""  # KJ5's own line, not grounding's
+    assert reply_opening("System: be brief\n\nUser: Context:\nsos is not a command; /help lists the commands\n\n"
+                         "Question: /sos?\nAnswer:\n\nAssistant:") == "sos is not a command"  # rendered
+
+
+def test_relay_and_fact_lines_dictate_how_the_reply_opens():
+    from meshai_common.grounding import Hit, reply_opening
+
+    relay = Hit("relay", "relay", "", 1.0, name="KJ5")
+    assert reply_opening(with_context("Question: tell KJ5 hi\nAnswer:", context_lines([relay], "catalog-v7"))) \
+        == "DM me 'KJ5"
+    unnamed = retrieve("how do relays work", 1)
+    assert unnamed[0].kind == "relay" and not unnamed[0].name
+    assert reply_opening(with_context("Question: how do relays work\nAnswer:", context_lines(unnamed))) == ""
+    fact = with_context("Question: max bytes in a text\nAnswer:",
+                        ["fact: A Meshtastic text holds about 200-237 bytes. Mesh-Master splits replies."])
+    assert reply_opening(fact) == "A Meshtastic text"
+    # the fact's words up to one with a slash, without trailing punctuation; the first grounding line decides
+    assert reply_opening(with_context("Question: q\nAnswer:", ["fact: Height wins. Raise /nodes"])) \
+        == "Height wins. Raise"
+    assert reply_opening(with_context("Question: q\nAnswer:", ["fact: Raise it, /nodes then"])) == "Raise it"
+    assert reply_opening(with_context("Question: q\nAnswer:", ["fact: /nodes lists them"])) == ""
+    assert reply_opening(with_context("Question: q\nAnswer:", ["cmd /nodes: nodes heard", "fact: A hop is"])) == ""
+    assert reply_opening(meshmaster_prompt("q", ["PETE: fact: it rains"])) == ""  # history, spoken by PETE
 
 
 def test_named_real_command_is_retrieved_under_its_canonical_name():
@@ -256,3 +280,43 @@ def test_a_relay_line_names_the_node_the_question_names(question, history, name)
         assert f"DM me '{name} <message>'" in grounded
         assert f"DM me '{name} <message>'" not in ground_prompt(meshmaster_prompt(question, history),
                                                               version="catalog-v4")
+
+
+@pytest.mark.parametrize(("question", "targets"), [
+    ("tell dave back by 6", ["dave"]),
+    ("let jen know im running late", ["jen"]),
+    ("pass a note to marco pls", ["marco"]),
+    ("relay 'at the ridge' to mia", ["mia"]),
+    ("can you get word to sam that the road is out", ["sam"]),
+    ("send luis back by 6", ["luis"]),
+    ("send sos", []),  # "send <word>" needs a message after it
+    ("tell me a joke", []),
+    ("how do i tell if my node works", []),
+    ("message of the day", []),
+    ("no ack on my dm yet", []),  # "dm" as a noun
+    ("tell everyone hi", []),
+])
+def test_relay_targets_are_the_word_after_a_verb_of_passing_on(question, targets):
+    from meshai_common.grounding.text import relay_targets
+
+    assert relay_targets(question) == targets
+
+
+@pytest.mark.parametrize(("question", "history", "name"), [
+    ("tell dave back by 6", [], "dave"),  # lexical and semantic ranking put /save first before catalog-v8
+    ("how do i reach tom thru the mesh", [], "tom"),
+    ("can u tell him check ch 2", ["MTN3: need to reach ray"], "ray"),  # who the latest line asks about
+    ("can u pass it to them", ["luis: W6QX still at camp?"], "W6QX"),
+    ("tell jokes pls", [], ""),  # a word the index knows
+    ("how to reach furter", [], ""),  # a misspelling of one
+    ("send help now pls", [], ""),  # a command name
+])
+def test_catalog_v8_names_the_node_after_a_verb_of_passing_on_first(question, history, name):
+    hits = retrieve(question, 4, history, relay_verbs=True)
+    if name:
+        assert (hits[0].kind, hits[0].name) == ("relay", name)
+        assert context_lines(hits[:1], "catalog-v8") == [
+            f"relay: no command; DM me '{name} <message>'; their next plain DM comes back to you"]
+        assert (retrieve(question, 4, history)[0].kind, retrieve(question, 4, history)[0].name) != ("relay", name)
+    else:
+        assert all(h.kind != "relay" or not h.name for h in hits)

@@ -194,6 +194,12 @@ def test_a_reply_may_be_made_to_open_with_given_words(probe: GrammarProbe) -> No
     assert opened.accepts("sos is not a command")
     assert not opened.accepts("Send /help for the real commands.")
     assert not opened.accepts("sos is not a command. Try /deletemesh")
+    # grounding's other openings: quotes and "<" pass through GBNF's string escapes
+    for words, reply in (("DM me 'KJ5", "DM me 'KJ5 road is out'. I relay it to KJ5."),
+                         ("No command needed: DM me '<shortname> <message", "No command needed: DM me "
+                          "'<shortname> <message>'."), ('"CLIENT: normal', '"CLIENT: normal, rebroadcasts."')):
+        quoted = GrammarProbe(probe.llama, command_grammar(load_catalog().names, opening=words))
+        assert quoted.accepts(reply) and not quoted.accepts("Send /menu " + reply)
     for bad in ("sos /x", "two\nlines", "ends with a dot."):
         with pytest.raises(ValueError, match="opening"):
             command_grammar(["/nodes"], opening=bad)

@@ -3,6 +3,7 @@ unfinished-command cleanup, Modelfile defaults and the radio budget (no model we
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -163,13 +164,22 @@ def test_echo_slashes_drop_only_the_slash_of_an_echo_word(reply: str, expected: 
         assert echo.feed(reply[:cut]) + echo.feed(reply[cut:]) + echo.flush() == expected, cut
 
 
-def test_a_grounded_reply_opens_with_what_an_unknown_words_line_says() -> None:
+@pytest.mark.parametrize("line,opening", [
+    ("sos is not a command; /help lists the commands", "sos is not a command"),
+    ("relay: no command; DM me 'KJ5 <message>'; their next plain DM comes back to you", "DM me 'KJ5"),
+    ("fact: A mailbox keeps at most 10 messages. Read it with /c <mailbox>.", "A mailbox keeps"),
+])
+def test_a_grounded_reply_opens_as_its_grounding_line_says(line: str, opening: str) -> None:
+    core = GenerationCore(Replay(["ok"]), grounder=lambda text: text.replace(
+        "Question:", f"Context:\n{line}\n\nQuestion:"))
+    prep = core.prepare(GenerationRequest(prompt=meshmaster_prompt("/sos?")))
+    assert (prep.command_grammar or "").startswith(f"root ::= {json.dumps(opening)} glued")
+
+
+def test_only_a_grounded_prompt_is_made_to_open_some_way() -> None:
     def unknown_line(text: str) -> str:
         return text.replace("Question:", "Context:\nsos is not a command; /help lists the commands\n\nQuestion:")
 
-    core = GenerationCore(Replay(["sos is not a command."]), grounder=unknown_line)
-    prep = core.prepare(GenerationRequest(prompt=meshmaster_prompt("/sos?")))
-    assert (prep.command_grammar or "").startswith('root ::= "sos is not a command" glued')
     assert GenerationCore(Replay(["ok"]), grounder=grounded).prepare(
         GenerationRequest(prompt=meshmaster_prompt("/sos?"))).command_grammar.startswith("root ::= free")
     ungrounded = GenerationCore(Replay(["ok"]))  # a plain model's prompt carries no grounding line to follow

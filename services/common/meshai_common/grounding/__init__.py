@@ -17,6 +17,8 @@ milliseconds more per question.
 Context lines (short, so the model can copy a command and its arguments):
     cmd /m <mailbox> <message>: send mail; a new mailbox asks Y/N, then an optional PIN
     relay: no command; DM me '<shortname> <message>'; their next plain DM comes back to you
+                                                      (from catalog-v5 "DM me 'PETE <message>'" when the question
+                                                       names the node; catalog-v8 also finds "tell dave ...")
     fact: SNR is signal-to-noise ratio in dB. Higher is better; ...
     not a command: nuke; /help lists the commands     (catalog-v1..v3: "/nuke"; catalog-v7: "nuke is not a
                                                        command; /help lists the commands", as the reply opens)
@@ -37,12 +39,12 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 
 from meshai_common.grounding.index import Doc, Index, build_docs, frame_terms
-from meshai_common.grounding.text import named_words, shortnames, stem
+from meshai_common.grounding.text import named_words, refers_to_a_node, relay_targets, shortnames, stem
 from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_words
 from meshai_common.meshmaster.catalog import Command, FactItem, Topic
 from meshai_common.prompts import meshmaster_prompt, parse_meshmaster_prompt, question_of
 
-GROUNDING_VERSION = "catalog-v7"  # what new training data is grounded with (MESHAI_TRAIN_GROUNDING overrides)
+GROUNDING_VERSION = "catalog-v8"  # what new training data is grounded with (MESHAI_TRAIN_GROUNDING overrides)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Version:
     semantic: bool = False  # retrieval adds sentence-embedding similarity to the lexical score (semantic.py)
     fused_docs: bool = False  # a fact's answer is its best item by words and meaning (semantic), not words alone
     word_first: bool = False  # "nuke is not a command; ..." (the reply's own opening) instead of "not a command: nuke"
+    relay_verbs: bool = False  # "tell dave ...": the node after a verb of passing on puts a named relay line first
 
 
 # v2 kept the best two lines: a model trained to trust the first line gains little from a third and fourth, and
@@ -69,6 +72,9 @@ class Version:
 # v7 also picks a fact topic's item by words and meaning: the answer shown is the one asked about more often
 # (held-out fact asks: right item 68.8 -> 73.5 %), and writes an unknown word's line as the reply opens ("nuke is
 # not a command"): from "not a command: nuke" a briefly trained model wrote "not a command." and lost the word.
+# v8 finds the node a question asks to pass something on to by its verb ("tell dave back by 6", "pass a note to
+# marco"), in lower case too: v5's relay line named only a node written like a short name ("KJ5") or a history
+# speaker, and lexical and semantic ranking put /save or /status first for "tell dave back by 6".
 VERSIONS = {
     "catalog-v1": Version(4),
     "catalog-v2": Version(2),
@@ -77,6 +83,8 @@ VERSIONS = {
     "catalog-v5": Version(1, bare_unknown=True, named_relay=True),
     "catalog-v6": Version(1, bare_unknown=True, named_relay=True, semantic=True),
     "catalog-v7": Version(1, bare_unknown=True, named_relay=True, semantic=True, fused_docs=True, word_first=True),
+    "catalog-v8": Version(1, bare_unknown=True, named_relay=True, semantic=True, fused_docs=True, word_first=True,
+                          relay_verbs=True),
 }
 DEFAULT_LINES = VERSIONS[GROUNDING_VERSION].lines
 CONTEXT_BUDGET_TOKENS = 90
@@ -97,7 +105,7 @@ __all__ = [
     "retrieve",
     "relay_name",
     "retrieve_from",
-    "unknown_opening",
+    "reply_opening",
     "version_hits",
     "with_context",
 ]
@@ -141,16 +149,37 @@ def _unknown_line(word: str, bare: bool = False, word_first: bool = False) -> st
     return f"not a command: {word.lstrip('/') if bare else word}; /help lists the commands"
 
 
-_UNKNOWN_OPENING = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)" + re.escape(_UNKNOWN_TAIL) + r"$", re.M)
+_UNKNOWN_OPENING = re.compile(r"([A-Za-z][A-Za-z0-9_]*)" + re.escape(_UNKNOWN_TAIL))
+_RELAY_OPENING = re.compile(r"relay: no command; DM me '(?:<shortname>|([A-Za-z0-9][\w-]*)) <message>'")
+FACT_OPENING_WORDS = 3  # a fact line's first words a grounded reply opens with
 
 
-def unknown_opening(grounded: str) -> str:
-    """What a reply to a grounded prompt must open with when grounding found the question's command word not in
-    the catalog ("sos is not a command"), else "". Only catalog-v7's line ("sos is not a command; /help lists
-    the commands") opens as the reply does; the command grammar then makes the reply open with it (the model
-    was trained to copy it, and a briefly trained one often wrote only "Send /help ..." and lost the word)."""
-    m = _UNKNOWN_OPENING.search(grounded)
-    return m.group(1) + _UNKNOWN_DENIAL if m else ""
+def reply_opening(grounded: str) -> str:
+    """What a reply to a grounded prompt (or the model's prompt rendered from it) must open with, as its first
+    grounding line dictates, else "".
+
+    - catalog-v7's unknown-word line ("sos is not a command; /help lists the commands"): "sos is not a command";
+    - a relay line that names the node: "DM me 'KJ5";
+    - a fact line: the fact's first words (FACT_OPENING_WORDS, up to a word with a slash).
+    Each is how the answers the model was trained on open (the command grammar then makes the reply open so).
+    A briefly trained model given the right line often wrote its habit instead: "Send /help ..." and lost the
+    unknown word, "Send /menu <message> for KJ5", "Send / read 160-byte blocks" from a fact about byte counts.
+    A command line dictates nothing: greetings and thanks are answered past a command line they do not need."""
+    top = next((line for line in grounded.splitlines() if _is_own_line(line)), "")  # also in a rendered prompt
+    if m := _UNKNOWN_OPENING.fullmatch(top):
+        return m.group(1) + _UNKNOWN_DENIAL
+    if m := _RELAY_OPENING.match(top):
+        # Unnamed, nothing: the question may still name a node in lower case ("tell dave ...") that the answer
+        # must copy, and a forced "<shortname> <message>" would take that away.
+        return f"DM me '{m.group(1)}" if m.group(1) and m.group(1)[-1].isalnum() else ""
+    if top.startswith("fact: "):
+        words: list[str] = []
+        for word in top[len("fact: "):].split()[:FACT_OPENING_WORDS]:
+            if "/" in word:
+                break
+            words.append(word)
+        return re.sub(r"[^A-Za-z0-9]+$", "", " ".join(words))
+    return ""
 
 
 def estimate_tokens(text: str) -> int:
@@ -179,7 +208,7 @@ def _index(semantic: bool = False) -> Index:
 
 
 def retrieve(question: str, k: int = 4, history: Sequence[str] = (), semantic: bool = False,
-             fused_docs: bool = False) -> list[Hit]:
+             fused_docs: bool = False, relay_verbs: bool = False) -> list[Hit]:
     """The k entries that best fit `question`, best first, one per key. Deterministic; index built once.
 
     history: the prompt's Context lines ("<shortname>: <text>", oldest first). The latest ones lend their
@@ -187,8 +216,10 @@ def retrieve(question: str, k: int = 4, history: Sequence[str] = (), semantic: b
     camp"), and a slash word in them that is no command gets its "unknown" hit after the question's own.
     semantic: rank by meaning as well as words (catalog-v6 on); loads the sentence-embedding model once.
     fused_docs: with semantic, a fact's line is the answer of its best item by words and meaning (catalog-v7).
+    relay_verbs: a node the question asks to pass something on to ("tell dave ...") makes the relay hit, named,
+    the first after the question's own slash words (catalog-v8).
     """
-    return retrieve_from(_index(semantic), question, k, history, fused_docs)
+    return retrieve_from(_index(semantic), question, k, history, fused_docs, relay_verbs)
 
 
 def build_index(keep: Callable[[Doc], bool] | None = None, semantic: bool = False) -> Index:
@@ -204,7 +235,7 @@ def build_index(keep: Callable[[Doc], bool] | None = None, semantic: bool = Fals
 
 
 def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str] = (),
-                  fused_docs: bool = False) -> list[Hit]:
+                  fused_docs: bool = False, relay_verbs: bool = False) -> list[Hit]:
     """`retrieve` against a given index."""
     if k <= 0 or not question.strip():
         return []
@@ -230,26 +261,32 @@ def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str
         # only a word the index does not know: "the mail cmd" or "list cmd aliases" name no unknown command
         if catalog.get(word) is None and index.unknown(word[1:]):
             add(Hit("unknown", word, _unknown_line(word), _UNKNOWN_SCORE))
+    target = relay_target(index, question, history) if relay_verbs else ""
+    if target:
+        add(Hit("relay", "relay", _relay_line(), _NAMED_SCORE, target))
     for line in reversed(recent):
         for word in unknown_slash_words(line):
             add(Hit("unknown", word.lower(), _unknown_line(word.lower()), _UNKNOWN_SCORE))
     for entry, score in index.search(question, recent, fused_docs):
         if len(hits) >= k:
             break
-        name = relay_name(index, question, history) if entry.kind == "relay" else ""
+        name = relay_name(index, question, history, relay_verbs) if entry.kind == "relay" else ""
         add(Hit(entry.kind, entry.key, entry.line, round(score, 6), name))
     return hits
 
 
-def relay_name(index: Index, question: str, history: Sequence[str] = ()) -> str:
+def relay_name(index: Index, question: str, history: Sequence[str] = (), relay_verbs: bool = False) -> str:
     """The node a relay question names, as the DM must write it, or "": a history speaker the question names
-    ("tell walt ..." after "walt: 73 all"), else a word written like a short name ("let OTTR know ...") that
-    is neither a word the index knows (SNR, HELP) nor a command name."""
+    ("tell walt ..." after "walt: 73 all"), else (relay_verbs) the node after a verb of passing on
+    (`relay_target`), else a word written like a short name ("let OTTR know ...") that is neither a word the
+    index knows (SNR, HELP) nor a command name."""
     speakers = {short.lower(): short for line in history
                 if not _is_grounding_line(line) and (short := _split_history(line)[0])}
     for word in re.findall(r"[\w-]+", question):
         if word.lower() in speakers:
             return speakers[word.lower()]
+    if relay_verbs and (target := relay_target(index, question, history)):
+        return target
     catalog = load_catalog()
     for word in shortnames(question):
         if stem(word.lower()) not in index.vocab and catalog.get("/" + word.lower()) is None:
@@ -257,7 +294,41 @@ def relay_name(index: Index, question: str, history: Sequence[str] = ()) -> str:
     return ""
 
 
+def relay_target(index: Index, question: str, history: Sequence[str] = ()) -> str:
+    """The node a question asks to pass something on to ("tell dave back by 6" -> "dave"), or "": the word after
+    a verb of passing on (text.relay_targets) that is no command name and, unless written like a short name,
+    no word the index knows ("tell jokes") nor, past five letters, a misspelling of one ("reach furter").
+    A question that names nobody ("can u tell him ...") takes the node its latest history line asks about
+    ("need to reach ray"), or writes like a short name ("W6QX still at camp?")."""
+    found = _relay_word(index, relay_targets(question))
+    if found or not refers_to_a_node(question):
+        return found
+    own = [_history_text(line) for line in history if not _is_grounding_line(line)]
+    if not own:
+        return ""
+    latest = own[-1]
+    return _relay_word(index, relay_targets(latest)) or _relay_word(index, shortnames(latest))
+
+
+def _relay_word(index: Index, words: Sequence[str]) -> str:
+    catalog = load_catalog()
+    for word in words:
+        if catalog.get("/" + word.lower()) is not None:
+            continue
+        term = stem(word.lower())
+        if shortnames(word) or (term not in index.vocab and term not in index.related
+                                and (len(word) <= 5 or index.correct(term) is None)):
+            return word
+    return ""
+
+
 _GROUNDING_PREFIXES = ("cmd /", "relay: ", "fact: ", "not a command: ")
+
+
+def _is_own_line(line: str) -> bool:
+    """A line grounding writes, never a history line ("KJ5: sos is not a command ..." is KJ5's)."""
+    return line.startswith(_GROUNDING_PREFIXES) or "(plain word, no slash)" in line or bool(
+        _UNKNOWN_OPENING.fullmatch(line))
 
 
 def _is_grounding_line(line: str) -> bool:
@@ -319,18 +390,20 @@ def with_context(user_text: str, lines: Sequence[str]) -> str:
     return user_text[:q_at] + f"Context:\n{added}\n\n" + user_text[q_at:]
 
 
-def retrieve_for(user_text: str, k: int = 4, semantic: bool = False, fused_docs: bool = False) -> list[Hit]:
+def retrieve_for(user_text: str, k: int = 4, semantic: bool = False, fused_docs: bool = False,
+                 relay_verbs: bool = False) -> list[Hit]:
     """The hits for a user turn: its question and, for a Mesh-Master prompt, its history lines."""
     parsed = parse_meshmaster_prompt(user_text)
     if parsed is None:
-        return retrieve(question_of(user_text), k, semantic=semantic, fused_docs=fused_docs)
-    return retrieve(parsed.question, k, parsed.context, semantic=semantic, fused_docs=fused_docs)
+        return retrieve(question_of(user_text), k, semantic=semantic, fused_docs=fused_docs, relay_verbs=relay_verbs)
+    return retrieve(parsed.question, k, parsed.context, semantic=semantic, fused_docs=fused_docs,
+                    relay_verbs=relay_verbs)
 
 
 def version_hits(user_text: str, version: str = GROUNDING_VERSION) -> list[Hit]:
     """The hits grounding `version` retrieves for a user turn (as many as it shows, ranked and picked its way)."""
     v = VERSIONS[version]
-    return retrieve_for(user_text, v.lines, v.semantic, v.fused_docs)
+    return retrieve_for(user_text, v.lines, v.semantic, v.fused_docs, v.relay_verbs)
 
 
 def ground_prompt(user_text: str, version: str = GROUNDING_VERSION) -> str:

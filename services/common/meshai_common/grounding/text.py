@@ -209,3 +209,46 @@ def named_words(text: str) -> list[str]:
             continue  # "/whois cmd": already a slash word
         out.append("/" + w)
     return out
+
+
+# "tell dave back by 6", "msg luis for me", "let jen know ...", "pass a note to marco", "get word to sam":
+# the word after a verb of passing something on, or after its "to", is the node it is for.
+_RELAY_TARGET = re.compile(
+    r"(?<!\bmy )(?<!\bthe )(?<!\ba )(?<!\bur )(?<!\byour )(?<!\bmax )(?<!\bper )(?<!\bone )(?<!\bno )"  # "my dm"
+    r"\b(?:(?:tell|msg|message|dm|text|reach|contact|notify|let)"
+    r"|(?:relay|forward|pass|send|get|deliver)(?:\s+(?:a|this|that|the|my|our|some|it|word|msg|message|note|dm|"
+    r"text|'[^']{1,60}'|\"[^\"]{1,60}\"))*\s+(?:on\s+)?(?:to|2)"
+    r"|send(?=\s+\S+\s+\w))\s+@?([A-Za-z][A-Za-z0-9_-]{1,11})\b(?![/'])", re.I)  # "send luis back by 6"
+# Words that stand after those verbs without naming a node ("tell everyone", "reach the mesh", "send help").
+_NOT_TARGETS = _wordset("""
+him her them he she they me us you u ya everyone everybody someone somebody anyone anybody all people folks ppl
+nobody noone group channel mesh net network bot yourself myself whether when where who why what which how if
+time apart more less mail email messages msgs notes note stuff word words
+""")
+
+
+_REFERS = re.compile(
+    r"\b(?:tell|msg|message|dm|text|reach|send)\s+(?:him|her|them)\b"  # "tell him ...", "send them one"
+    r"|\b(?:pass|send|relay|forward|get)\b[^.?!]{0,30}\bto\s+(?:him|her|them)\b"  # "pass it to them"
+    r"|\bget\s+(?:him|her|them)\s+(?:a|the|this|that|my)\b", re.I)  # "get him a msg", not "get them to stop"
+
+
+def refers_to_a_node(text: str) -> bool:
+    """A question that asks to pass something on to someone it does not name: "can u tell him check ch 2"."""
+    return bool(_REFERS.search(text))
+
+
+def relay_targets(text: str) -> list[str]:
+    """Node names a question asks to pass something on to, as written: "tell dave back by 6" -> ["dave"].
+
+    Only the word right after a verb of passing on ("tell", "msg", "let ... know") or after its "to" ("pass a
+    note to marco") counts, and only one that is not a function word, pronoun or the like ("tell me", "reach the
+    mesh"); whether it is a word retrieval knows (a command, "joke") the caller decides."""
+    out = []
+    for m in _RELAY_TARGET.finditer(unicodedata.normalize("NFKC", text)):
+        w = m.group(1)
+        low = w.lower()
+        if low in _NOT_TARGETS or low in STOPWORDS or is_stopword(stem(low)) or low in SHORTHAND or w in out:
+            continue
+        out.append(w)
+    return out

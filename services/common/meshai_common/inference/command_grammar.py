@@ -120,5 +120,5 @@ def _grounded_grammar(names: tuple[str, ...], echo: tuple[str, ...], opening: st
 
 def grounded_command_grammar(prompt: str, echo: tuple[str, ...] = (), opening: str = "") -> str:
     """The command grammar limited to `grounded_command_names(prompt)`, with `echo` (the prompt's echo_words),
-    the reply starting with `opening` (grounding.unknown_opening); cached per names, echo words and opening."""
+    the reply starting with `opening` (grounding.reply_opening); cached per names, echo words and opening."""
     return _grounded_grammar(grounded_command_names(prompt), echo, opening)

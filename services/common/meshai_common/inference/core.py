@@ -160,11 +160,12 @@ class GenerationCore:
     def _command_grammar(self, req: GenerationRequest, prompt: str, echo: tuple[str, ...]) -> str:
         """The catalog's commands; for a grounded prompt only the commands grounding put in front of the model
         (and /help, /menu): what the model was trained to choose from. Both with the prompt's echo words; a
-        grounded reply to a question whose command word grounding found unknown opens by saying so."""
+        grounded reply opens as its first grounding line dictates (grounding.reply_opening): "sos is not a
+        command", "DM me 'KJ5", a fact's first words."""
         if self._grounds(req):
-            from meshai_common.grounding import unknown_opening  # a grounder exists: grounding is imported
+            from meshai_common.grounding import reply_opening  # a grounder exists: grounding is imported
 
-            return grounded_command_grammar(prompt, echo, unknown_opening(prompt))
+            return grounded_command_grammar(prompt, echo, reply_opening(prompt))
         return catalog_command_grammar(echo)
 
     def run(self, prep: PreparedRequest, cancel: threading.Event | None = None,
