@@ -158,7 +158,8 @@ def reply_opening(grounded: str) -> str:
     """What a reply to a grounded prompt (or the model's prompt rendered from it) must open with, as its first
     grounding line dictates, else "".
 
-    - catalog-v7's unknown-word line ("sos is not a command; /help lists the commands"): "sos is not a command";
+    - the unknown-word line of catalog-v7 on ("sos is not a command; /help lists the commands"): "sos is not a
+      command";
     - a relay line that names the node: "DM me 'KJ5";
     - a fact line: the fact's first words (FACT_OPENING_WORDS, up to a word with a slash).
     Each is how the answers the model was trained on open (the command grammar then makes the reply open so).
