@@ -271,23 +271,21 @@ def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str
     for entry, score in index.search(question, recent, fused_docs):
         if len(hits) >= k:
             break
-        name = relay_name(index, question, history, relay_verbs) if entry.kind == "relay" else ""
+        # A relay_target found above already holds the relay key, so this entry's name is only needed without one.
+        name = relay_name(index, question, history) if entry.kind == "relay" else ""
         add(Hit(entry.kind, entry.key, entry.line, round(score, 6), name))
     return hits
 
 
-def relay_name(index: Index, question: str, history: Sequence[str] = (), relay_verbs: bool = False) -> str:
+def relay_name(index: Index, question: str, history: Sequence[str] = ()) -> str:
     """The node a relay question names, as the DM must write it, or "": a history speaker the question names
-    ("tell walt ..." after "walt: 73 all"), else (relay_verbs) the node after a verb of passing on
-    (`relay_target`), else a word written like a short name ("let OTTR know ...") that is neither a word the
-    index knows (SNR, HELP) nor a command name."""
+    ("tell walt ..." after "walt: 73 all"), else a word written like a short name ("let OTTR know ...") that
+    is neither a word the index knows (SNR, HELP) nor a command name."""
     speakers = {short.lower(): short for line in history
                 if not _is_grounding_line(line) and (short := _split_history(line)[0])}
     for word in re.findall(r"[\w-]+", question):
         if word.lower() in speakers:
             return speakers[word.lower()]
-    if relay_verbs and (target := relay_target(index, question, history)):
-        return target
     catalog = load_catalog()
     for word in shortnames(question):
         if stem(word.lower()) not in index.vocab and catalog.get("/" + word.lower()) is None:
@@ -333,8 +331,9 @@ def _is_own_line(line: str) -> bool:
 
 
 def _is_grounding_line(line: str) -> bool:
-    """A Context line this module wrote (so grounding a grounded prompt sees the same history)."""
-    return line.startswith(_GROUNDING_PREFIXES) or "(plain word, no slash)" in line or line.endswith(_UNKNOWN_TAIL)
+    """A Context line this module wrote (so grounding a grounded prompt sees the same history); also a history
+    line that repeats an unknown-word line ("KJ5: sos is not a command; ..."), which `_is_own_line` is not."""
+    return _is_own_line(line) or line.endswith(_UNKNOWN_TAIL)
 
 
 def _split_history(line: str) -> tuple[str, str]:
