@@ -18,6 +18,7 @@ from meshai_common.modelfile import Modelfile, parse_modelfile
 from meshai_common.refs import check_refs, fetch, from_ref, to_ref
 from meshai_common.registry import check_model_name
 from meshai_common.registry import current as current_pointer
+from meshai_common.sampling import even_spread
 from meshai_common.store import ArtifactStore
 from meshai_evaluator.askers import BOT_OPTIONS, LocalAsker
 from meshai_evaluator.gate import GatePolicy, decide
@@ -106,9 +107,7 @@ def run_eval(req: evaluator_pb2.EvalRequest, ctx: RunContext) -> tuple[jobs_pb2.
         if req.test_split.key:
             (split_path,) = fetch(ctx, [req.test_split], "data")
             split = test_split_questions(split_path)
-            if req.test_limit and len(split) > req.test_limit:  # an even sample, the same every run
-                step = len(split) / req.test_limit
-                split = [split[int(i * step)] for i in range(req.test_limit)]
+            split = even_spread(split, req.test_limit)
             test_result = run("test split", cand, split, 0)
     finally:
         cand.close()

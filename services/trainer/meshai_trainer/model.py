@@ -79,11 +79,27 @@ def load_tokenizer(spec: str) -> Any:
 
 def load_base(spec: str, dtype: Any = None, *, device: Any = None,
               attn_implementation: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) for a base spec; the model is dequantized to `dtype` (fp32 by default)."""
+    """(model, tokenizer) for a base spec; the model is dequantized to `dtype` (fp32 by default). The embedded
+    GGUF is read from its dequantized copy in the cache (`embedded_folder`) where one can be kept."""
+    return _load(spec, *_weights_source(spec), dtype, device, attn_implementation)
+
+
+def _weights_source(spec: str) -> tuple[str, dict[str, Any]]:
+    """_source, with the embedded GGUF replaced by its dequantized copy in the cache where one can be kept."""
+    where, kwargs = _source(spec)
+    if kwargs:
+        try:
+            return str(embedded_folder(spec)), {}
+        except OSError:
+            pass  # a read-only cache: dequantize the GGUF itself, as the copy would have been made
+    return where, kwargs
+
+
+def _load(spec: str, where: str, kwargs: dict[str, Any], dtype: Any = None, device: Any = None,
+          attn_implementation: str | None = None) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    where, kwargs = _source(spec)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         tok = AutoTokenizer.from_pretrained(where, **kwargs)
@@ -127,26 +143,45 @@ def fetch_s3_base(spec: str, store: Any, dest: Path) -> Path:
     return Path(dest)
 
 
-def hf_folder(spec: str, cache_root: Path) -> Path:
-    """The base as an fp16 HF folder under `cache_root/<content key>`, written once (atomically).
+def hf_folder(spec: str, cache_root: Path, dtype: Any = None) -> Path:
+    """The base as an HF folder (fp16 unless `dtype`) under `cache_root/<content key>`, written once (atomically).
 
     Loading that folder takes ~2 s where dequantizing the embedded GGUF takes ~26 s: tests and benchmarks that
     start several training processes share one.
     """
     import shutil
 
-    dest = Path(cache_root) / base_key(spec)
+    import torch
+
+    dtype = dtype or torch.float16
+    suffix = "" if dtype == torch.float16 else "-" + str(dtype).removeprefix("torch.")
+    dest = Path(cache_root) / (base_key(spec) + suffix)
     if (dest / "config.json").is_file():
         return dest
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_hf(*load_base(spec), tmp)
+    try:
+        save_hf(*_load(spec, *_source(spec)), tmp, dtype=dtype)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if (dest / "config.json").is_file():  # another process got there first
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
     return dest
+
+
+def embedded_folder(spec: str) -> Path:
+    """An embedded base dequantized once to an fp32 HF folder under <cache_dir()>/bases: the very weights loading
+    the GGUF gives (fp16 would round them), loaded in seconds by every training after the first (dequantizing the
+    GGUF took 45 s of each demo training job). OSError when the cache cannot be written."""
+    import torch
+
+    from meshai_common.config import cache_dir
+
+    return hf_folder(spec, cache_dir() / "bases", torch.float32)
 
 
 def nf4_config(compute_dtype: Any) -> Any:
@@ -172,7 +207,7 @@ def load_base_4bit(spec: str, compute_dtype: Any, device: Any, staging: Path,
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
         raise InvalidInput(f"adapter: qlora needs bitsandbytes ({exc}); pip install -e '.[trainer]'") from None
-    where, kwargs = _source(spec)
+    where, kwargs = _weights_source(spec)
     if "gguf_file" in kwargs:
         model, tok = load_base(spec)
         save_hf(model, tok, staging, dtype=torch.float32)

@@ -29,6 +29,7 @@ from typing import Any
 
 from meshai_common.errors import Cancelled, InvalidInput
 from meshai_common.progress import JobContext, Progress
+from meshai_common.sampling import even_spread
 from meshai_common.tracking import check_tracking
 from meshai_trainer import checkpoint as ckpt
 from meshai_trainer import modeling
@@ -140,6 +141,7 @@ class FinetuneRecipe:
         cache = Path(self.ctx.workdir) / "datasets"
         self.train_ex = trainable(tokenize(train_rows, self.tok, cfg.sequence_len, cache, cfg.dataset_processes))
         self.val_ex = trainable(tokenize(val_rows, self.tok, cfg.sequence_len, cache, cfg.dataset_processes))
+        self.val_ex = even_spread(self.val_ex, cfg.max_eval_samples or 0)
         if not self.train_ex:
             raise InvalidInput(f"no training example keeps an answer token within sequence_len={cfg.sequence_len}")
 

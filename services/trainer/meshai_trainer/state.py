@@ -19,7 +19,8 @@ from meshai_common.errors import InvalidInput
 
 # Keys that may change between a checkpoint and the run resuming from it: none of them changes the loss curve.
 RESUMABLE_CHANGES = {"max_train_seconds", "threads", "output_dir", "logging_steps", "save_steps", "saves_per_epoch",
-                     "save_total_limit", "eval_steps", "evals_per_epoch", "datasets", "dataset_processes"}
+                     "save_total_limit", "eval_steps", "evals_per_epoch", "datasets", "dataset_processes",
+                     "max_eval_samples"}
 
 
 def _no_best() -> dict[str, Any]:

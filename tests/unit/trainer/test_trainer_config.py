@@ -80,6 +80,7 @@ def test_the_guides_axolotl_keys_all_load():
     ({"chat_template": "vicuna"}, "chat_template: Input should be"),
     ({"chat_template": "jinja"}, "chat_template: jinja needs chat_template_jinja"),
     ({"save_steps": "0"}, "save_steps must be > 0"),
+    ({"max_eval_samples": "0"}, "max_eval_samples must be > 0"),
     ({"bf16": "true", "fp16": "true"}, "bf16 and fp16 are both set"),
 ])
 def test_bad_values_name_their_key(change, fragment):
