@@ -241,7 +241,7 @@ def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str
     if k <= 0 or not question.strip():
         return []
     catalog = load_catalog()
-    own = [_history_text(line) for line in history if not _is_grounding_line(line)]
+    own = _own_history(history)
     recent = own[len(own) - HISTORY_LINES:] if HISTORY_LINES else []
     hits: list[Hit] = []
     seen: set[str] = set()
@@ -302,7 +302,7 @@ def relay_target(index: Index, question: str, history: Sequence[str] = ()) -> st
     found = _relay_word(index, relay_targets(question))
     if found or not refers_to_a_node(question):
         return found
-    own = [_history_text(line) for line in history if not _is_grounding_line(line)]
+    own = _own_history(history)
     if not own:
         return ""
     latest = own[-1]
@@ -345,6 +345,11 @@ def _split_history(line: str) -> tuple[str, str]:
 
 def _history_text(line: str) -> str:
     return _split_history(line)[1]
+
+
+def _own_history(history: Sequence[str]) -> list[str]:
+    """The history lines' texts, oldest first, without the lines grounding wrote (a grounded prompt's own)."""
+    return [_history_text(line) for line in history if not _is_grounding_line(line)]
 
 
 def context_lines(hits: Sequence[Hit], version: str = GROUNDING_VERSION) -> list[str]:
