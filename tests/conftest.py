@@ -17,7 +17,7 @@ FAST_TIER_GROUNDING = "catalog-v5"
 
 
 def pytest_configure(config):
-    """The default grounding (catalog-v8) loads a sentence-embedding model. Tests not marked slow ground new
+    """The default grounding (catalog-v9) loads a sentence-embedding model. Tests not marked slow ground new
     data with catalog-v5, the same code without it (MESHAI_TRAIN_GROUNDING, inherited by the services they start);
     the slow tier, the end-to-end pipeline included, grounds with the default. A `-m "not slow"` session sets
     it before any fixture runs; in a mixed session the fixture below sets it per test."""

@@ -43,6 +43,7 @@ from harness import CONTEXT, QUESTIONS, GatewayProcess, bot_payload, percentile 
 
 from meshai_common.ollama_client import BOT_OPTIONS  # noqa: E402
 from meshai_common.prompts import meshmaster_prompt  # noqa: E402
+from meshai_common.sampling import even_spread  # noqa: E402
 
 GOAL_RATIO = 1.2
 GROUNDED = "grounded (MESHAI_GROUNDING=auto)"
@@ -76,15 +77,6 @@ def grounding_spec(modelfile: Path) -> str:
         raise SystemExit(f"{modelfile}: no `# meshai: grounding=...` line, so the model is not grounded and "
                          "both ways would be the same")
     return found.group(1)
-
-
-def spread(items: list[Any], n: int | None) -> list[Any]:
-    """n items taken evenly over the list (first included), in order; all of them when n is None or larger."""
-    if n is None or n >= len(items):
-        return list(items)
-    if n < 1:
-        raise SystemExit(f"--questions must be at least 1, got {n}")
-    return [items[i * len(items) // n] for i in range(n)]
 
 
 def harness_requests() -> list[Request]:
@@ -173,10 +165,10 @@ def main() -> int:
     args = ap.parse_args()
     if not args.model.is_file():
         raise SystemExit(f"--model {args.model}: no such file")
-    if args.repeat < 1 or args.threads < 1:
-        raise SystemExit("--repeat and --threads must be at least 1")
+    if args.repeat < 1 or args.threads < 1 or (args.questions is not None and args.questions < 1):
+        raise SystemExit("--repeat, --threads and --questions must be at least 1")
     spec = grounding_spec(args.modelfile)
-    requests = spread(suite_requests(args.suite) if args.suite else harness_requests(), args.questions)
+    requests = even_spread(suite_requests(args.suite) if args.suite else harness_requests(), args.questions or 0)
 
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}, "
                f"python {platform.python_version()}")

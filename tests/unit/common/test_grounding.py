@@ -320,3 +320,16 @@ def test_catalog_v8_names_the_node_after_a_verb_of_passing_on_first(question, hi
         assert (retrieve(question, 4, history)[0].kind, retrieve(question, 4, history)[0].name) != ("relay", name)
     else:
         assert all(h.kind != "relay" or not h.name for h in hits)
+
+
+def test_the_relay_opening_follows_the_catalogs_relay_usage(monkeypatch):
+    import dataclasses
+
+    import meshai_common.grounding as grounding
+
+    catalog = dataclasses.replace(grounding.load_catalog(), relay_usage="<shortname> your words")
+    monkeypatch.setattr(grounding, "load_catalog", lambda: catalog)
+    named = with_context("Question: tell KJ5 hi\nAnswer:", [grounding._relay_line("KJ5")])
+    assert "DM me 'KJ5 your words'" in named
+    assert grounding.reply_opening(named) == "DM me 'KJ5"
+    assert grounding.reply_opening(with_context("Question: q\nAnswer:", [grounding._relay_line()])) == ""

