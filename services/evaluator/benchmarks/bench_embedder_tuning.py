@@ -16,9 +16,9 @@ Rows:
 - each suite's command and relay questions (bench_retrieval.suite_items), one copy tuned on an index from
   which the near-copies of every suite named were removed, so no suite question was seen in tuning.
 First / second / fourth hit right, at each SEMANTIC_WEIGHT given (the stock model's weight is 1.5, the tuned
-copy's index.TUNED_SEMANTIC_WEIGHT 3). Tuning runs on the CPU with torch (~3 min a copy on the 2-core
-machine); the vectors come from torch, not llama.cpp (the stock model's bank-fold row is 86.5 % here against
-86.4 % through its f16 GGUF).
+copy's index.TUNED_SEMANTIC_WEIGHT 3). Tuning runs on the CPU with torch (~2 min a copy on the 2-core
+machine); the vectors come from torch, not llama.cpp (the stock model's bank-fold row is 86.4 % here, 2026-12-01,
+as through its f16 GGUF).
 """
 
 from __future__ import annotations

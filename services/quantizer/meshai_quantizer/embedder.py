@@ -12,8 +12,8 @@ bank phrasing of /c, two asks of one fact item: index.tuning_key), every other p
 negatives, the loss sentence-transformers calls MultipleNegativesRankingLoss, written out in torch: three
 lines against a new dependency), at most one document per key in a batch, mean pooling and unit vectors as the
 model card says. Recipe: semantic.TUNING; the copy's file name carries the digest of the recipe and of the
-documents (grounding.tuning_digest), so a changed catalog, facts file or question bank asks for a new one. ~3
-minutes on the 2-core machine; seeded, so one machine makes the same copy every time.
+documents (grounding.tuning_digest), so a changed catalog, facts file or question bank asks for a new one. 77 to
+126 s on the 2-core machine (2026-12-01); seeded, so one machine makes the same copy every time.
 """
 
 from __future__ import annotations
